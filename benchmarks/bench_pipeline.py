@@ -1,0 +1,89 @@
+"""Replay benchmark: N simulated trades through the full feature pipeline.
+
+Measures, in the same run and on the same file:
+  * full   — ``python -m bytewax.run dataflows.features`` with TICKCAST_SOURCE=replay:
+             parse -> candles -> features -> offline store (Parquet lake) + online store
+             (a real Valkey server), 1 worker;
+  * minimal — ``benchmarks/minimal_flow.py``: the same parser, Bytewax fold_window
+             OHLC, no features, no sinks (the reference).
+Prints trades/s of both and the ratio full/minimal. Both timings are whole
+processes (interpreter start included), best of --repeat runs.
+
+    python benchmarks/bench_pipeline.py [--trades 1000000] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"benchmark run failed ({' '.join(cmd)}):\n{r.stderr[-3000:]}")
+    return dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trades", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--window", type=int, default=10)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+
+    from tickcast.sim import write_replay
+    from tickcast.stores.offline import open_offline
+
+    work = Path(tempfile.mkdtemp(prefix="tickcast-bench-"))
+    replay = work / "replay.jsonl"
+    t0 = time.perf_counter()
+    write_replay(replay, args.trades, ["BTC/USD", "ETH/USD"], seed=1)
+    print(f"generated {args.trades:,} trades in {time.perf_counter() - t0:.1f} s "
+          f"({replay.stat().st_size / 1e6:.0f} MB)")
+
+    from tickcast.embedded import ensure_valkey, stop_valkey
+
+    redis_url = ensure_valkey(work)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TICKCAST_", "BYTEWAX_"))}
+    base.update(TICKCAST_WINDOW_SECONDS=str(args.window), TICKCAST_SYMBOLS="BTC/USD,ETH/USD",
+                TICKCAST_REDIS_URL=redis_url, TICKCAST_DATA_DIR=str(work))
+    try:
+        full_t, min_t = [], []
+        for i in range(args.repeat):
+            lake = work / f"offline{i}"
+            env = dict(base, TICKCAST_SOURCE=f"replay:{replay}", TICKCAST_CLICKHOUSE_URL=f"chdb://{lake}")
+            full_t.append(timed([sys.executable, "-m", "bytewax.run", "dataflows.features"], env))
+            store = open_offline(f"chdb://{lake}", read_only=True)
+            n = store.query("SELECT sum(trades), count() FROM candles").result_rows[0]
+            nf = store.query("SELECT count() FROM features").result_rows[0][0]
+            store.close()
+            if n[0] != args.trades:
+                raise SystemExit(f"full pipeline counted {n[0]} trades, expected {args.trades}")
+            env = dict(base, BENCH_REPLAY=str(replay))
+            min_t.append(timed([sys.executable, "-m", "bytewax.run", "benchmarks.minimal_flow"], env))
+        full, ref = min(full_t), min(min_t)
+        print(f"full pipeline   : {full:6.2f} s  {args.trades / full:10,.0f} trades/s  "
+              f"({n[1]:,} candles, {nf:,} feature rows written)")
+        print(f"minimal Bytewax : {ref:6.2f} s  {args.trades / ref:10,.0f} trades/s  (parse+window+OHLC, no sinks)")
+        print(f"ratio full/minimal throughput: {ref / full:.2f}   (targets: >= 100,000 trades/s, ratio >= 0.6)")
+    finally:
+        stop_valkey(work)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The feature dataflow: raw Kraken v2 messages -> trades -> candles -> features
+-> offline store (ClickHouse) + online store (Redis).
+
+Run it with ``python -m bytewax.run dataflows.features`` (configured by
+``TICKCAST_*`` environment variables; see README). With
+``TICKCAST_SOURCE=replay:<file>`` it reads the file, closes every open window at
+EOF, writes everything and exits 0.
+
+Shape::
+
+    input(source) -> flat_map(parse) -> branch(trades | dead letters)
+    trades: keyed by symbol -> stateful(SymbolPipeline) -> candles, features, late
+            trades, online predictions, model metrics, drift events, model snapshots
+    all -> offline sink;  newest features/predictions -> online sink;
+    snapshots -> registry sink
+
+Scaling: ``-w N`` threads or ``-i/-a`` processes; symbols are spread over workers
+by key. Recovery: ``-r DIR -s SECS -b SECS`` after ``python -m bytewax.recovery
+DIR N``; per-symbol state (open windows, indicator state) is snapshotted and the
+source resumes where the last epoch ended; the sinks are idempotent.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulLogic
+
+from dataflows.sinks import OfflineSink, OnlineSink, RegistrySink
+from dataflows.sources import RawChunk, is_live, make_source
+from tickcast.config import ConfigError, Settings
+from tickcast.kraken import parse_message
+from tickcast.pipeline import StepOutput, SymbolPipeline
+from tickcast.schema import DeadLetter, Trade
+
+DEAD = "\x00dead"  # key of the dead-letter branch (never a Kraken symbol)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def parse_chunk(chunk: RawChunk) -> list[tuple[str, Any]]:
+    """Parse a chunk of raw messages into per-symbol trade lists (+ dead letters)."""
+    source, lines = chunk
+    received = now_us()
+    parse = parse_message
+    if source.startswith("kafka:"):
+        from tickcast.wire import decode_trade as parse
+    by_symbol: dict[str, list[Trade]] = {}
+    dead: list[DeadLetter] = []
+    for pos, raw in lines:
+        trades, bad = parse(raw, source, received, pos)
+        for t in trades:
+            lst = by_symbol.get(t.symbol)
+            if lst is None:
+                by_symbol[t.symbol] = [t]
+            else:
+                lst.append(t)
+        if bad:
+            dead.extend(bad)
+    out: list[tuple[str, Any]] = list(by_symbol.items())
+    if dead:
+        out.append((DEAD, dead))
+    return out
+
+
+class PipelineLogic(StatefulLogic[list[Trade], StepOutput, SymbolPipeline]):
+    """Drives one symbol's :class:`SymbolPipeline` inside Bytewax.
+
+    Live sources advance the watermark with the wall clock too (a quiet market still
+    gets its empty candles on time): watermark = newest event + wall time since it
+    arrived - lateness. Replays are driven by event time alone (deterministic)."""
+
+    def __init__(self, pipe: SymbolPipeline, live: bool) -> None:
+        self.pipe = pipe
+        self.live = live
+        # wall-clock anchor; never restored from a snapshot (time passed while down)
+        self._anchor_event: int | None = pipe.windower.max_event_us
+        self._anchor_wall = now_us()
+
+    def on_item(self, value: list[Trade]) -> tuple[list[StepOutput], bool]:
+        if not self.pipe.symbol and value:
+            self.pipe.bind(value[0].symbol)
+        before = self.pipe.windower.max_event_us
+        out = self.pipe.on_trades(value, now_us())
+        if self.live and self.pipe.windower.max_event_us != before:
+            self._anchor_event = self.pipe.windower.max_event_us
+            self._anchor_wall = now_us()
+        return ([out] if out else []), StatefulLogic.RETAIN
+
+    def _watermark(self) -> int | None:
+        if self._anchor_event is None:
+            return None
+        return self._anchor_event + (now_us() - self._anchor_wall) - self.pipe.windower.lateness_us
+
+    def on_notify(self) -> tuple[list[StepOutput], bool]:
+        wm = self._watermark()
+        out = self.pipe.on_watermark(wm) if wm is not None else StepOutput()
+        return ([out] if out else []), StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if not self.live or self._anchor_event is None:
+            return None
+        due = self.pipe.windower.next_close_us()
+        if due is None:
+            return None
+        wall = self._anchor_wall + (due - self._anchor_event)
+        return datetime.fromtimestamp(wall / 1e6, tz=UTC) + timedelta(milliseconds=1)
+
+    def on_eof(self) -> tuple[list[StepOutput], bool]:
+        out = self.pipe.on_eof()
+        return ([out] if out else []), StatefulLogic.RETAIN
+
+    def snapshot(self) -> SymbolPipeline:
+        return self.pipe
+
+
+def build_flow(settings: Settings) -> Dataflow:
+    live = is_live(settings)
+    flow = Dataflow("tickcast_features")
+    raw = op.input("source", flow, make_source(settings))
+    parsed = op.flat_map("parse", raw, parse_chunk)
+    split = op.branch("split_dead", parsed, lambda kv: kv[0] != DEAD)
+    lateness_us = settings.lateness_us
+
+    def builder(resume: SymbolPipeline | None) -> PipelineLogic:
+        # the key is not passed to the builder; the pipeline learns its symbol lazily
+        pipe = resume if resume is not None else SymbolPipeline(
+            "", settings.window_seconds, lateness_us, horizon_seconds=settings.horizon_seconds,
+            online_model=settings.online_model, snapshot_every=settings.snapshot_every,
+        )
+        return PipelineLogic(pipe, live)
+
+    outs = op.stateful("pipeline", split.trues, builder)
+    dead = op.map("dead_out", split.falses, lambda kv: (DEAD, StepOutput(dead_letters=kv[1])))
+    everything = op.merge("all_out", outs, dead)
+    op.output("offline", everything, OfflineSink(settings.offline_url, max_delay_s=0.0 if live else 5.0))
+    values = op.map("values", everything, lambda kv: kv[1])
+    fresh = op.filter("has_features", values, lambda o: bool(o.features or o.predictions))
+    op.output("online", fresh, OnlineSink(settings))
+    snaps = op.filter("has_snapshots", values, lambda o: bool(o.snapshots))
+    op.output("registry", snaps, RegistrySink(settings))
+    return flow
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as e:
+        print(f"tickcast: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+flow = build_flow(_settings_or_exit())

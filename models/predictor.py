@@ -1,0 +1,63 @@
+"""A trained model as the registry stores it and the API serves it.
+
+Every servable model — Lasso, XGBoost, a River online model — is wrapped in a
+:class:`Predictor`: it takes one feature row (close + feature values, exactly as the
+online store holds them), turns it into inputs with :mod:`tickcast.model_inputs`
+(the same code training used) and returns the predicted price at ``t + horizon``.
+
+>>> p = Predictor("persistence", "constant", [], None, "fs1-w10s", 60)
+>>> p.predict_price(100.0, {})
+(100.0, 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from tickcast.model_inputs import model_inputs, price_from_return
+
+
+class PredictionError(ValueError):
+    """The features cannot be turned into a prediction (not warm, wrong version, ...)."""
+
+
+@dataclass
+class Predictor:
+    name: str  # "lasso" | "xgboost" | "river-linear" | ...
+    kind: str  # "sklearn" (array in input_names order) | "river" (dict) | "constant"
+    input_names: list[str]  # model input names (without the "x_" prefix)
+    estimator: Any
+    feature_set_version: str
+    horizon_seconds: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def predict_return_bps(self, x: dict[str, float]) -> float:
+        if self.kind == "constant":
+            return 0.0
+        if self.kind == "river":
+            y = float(self.estimator.predict_one(x) or 0.0)
+        elif self.kind == "sklearn":
+            import numpy as np
+
+            missing = [n for n in self.input_names if n not in x]
+            if missing:
+                raise PredictionError(f"feature row lacks model inputs {missing[:3]}")
+            row = np.array([[x[n] for n in self.input_names]], dtype=float)
+            y = float(self.estimator.predict(row)[0])
+        else:
+            raise PredictionError(f"unknown predictor kind {self.kind!r}")
+        if not math.isfinite(y):
+            raise PredictionError(f"model {self.name} returned a non-finite value")
+        return y
+
+    def predict_price(self, close: float, values: dict[str, float]) -> tuple[float, float]:
+        """(predicted price at t + horizon, predicted log-return in bps)."""
+        if self.kind == "constant":
+            return close, 0.0
+        x = model_inputs(close, values)
+        if x is None:
+            raise PredictionError("features are not all finite yet (indicators warming up)")
+        y = self.predict_return_bps(x)
+        return price_from_return(close, y), y

@@ -1,0 +1,250 @@
+"""The feature dataflow end to end, as users run it: ``python -m bytewax.run
+dataflows.features`` in a subprocess, real chdb engine, real Valkey server.
+
+Keystone: what the stream writes to the stores equals what the batch driver
+(tickcast.pipeline.run_batch, the same feature code driven by a plain loop) computes
+from the same file — with 1 worker, 2 workers, 2 processes, and after a kill -9 and a
+recovery restart.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from tickcast.kraken import parse_message
+from tickcast.pipeline import StepOutput, run_batch
+from tickcast.stores.offline import open_offline
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+WINDOW = 10
+
+
+def flow_env(replay: Path, lake: Path, redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TICKCAST_", "BYTEWAX_"))}
+    env.update(
+        TICKCAST_SOURCE=f"replay:{replay}",
+        TICKCAST_SYMBOLS="BTC/USD,ETH/USD",
+        TICKCAST_DATA_DIR=str(lake.parent),
+        TICKCAST_CLICKHOUSE_URL=f"chdb://{lake}",
+        TICKCAST_REDIS_URL=redis_url,
+        TICKCAST_WINDOW_SECONDS=str(WINDOW),
+        TICKCAST_ALLOWED_LATENESS_SECONDS="0",
+    )
+    env.update(extra)
+    return env
+
+
+def run_flow(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "bytewax.run", "dataflows.features", *args]
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def batch_expected(replay: Path) -> StepOutput:
+    trades = []
+    for line in replay.read_bytes().splitlines():
+        if line.strip():
+            trades.extend(parse_message(line, "x", 0)[0])
+    return run_batch(trades, WINDOW, 0.0, horizon_seconds=60, online_model="linear", snapshot_every=360)
+
+
+def offline_rows(lake: Path) -> tuple[list[tuple], list[tuple]]:
+    store = open_offline(f"chdb://{lake}", read_only=True)
+    try:
+        candles = store.query(
+            "SELECT symbol, toUnixTimestamp64Micro(window_start), toUnixTimestamp64Micro(window_end), "
+            "open, high, low, close, volume, vwap, trades, buy_volume, sell_volume "
+            "FROM candles ORDER BY symbol, window_start").result_rows
+        features = store.query(
+            "SELECT * EXCEPT ts, toUnixTimestamp64Micro(ts) AS ts_us FROM features ORDER BY symbol, ts"
+        )
+        cols = features.column_names
+        frows = [dict(zip(cols, r, strict=True)) for r in features.result_rows]
+    finally:
+        store.close()
+    return candles, frows
+
+
+def assert_matches_batch(lake: Path, expected: StepOutput) -> None:
+    candles, features = offline_rows(lake)
+    store = open_offline(f"chdb://{lake}", read_only=True)
+    preds = store.query("SELECT symbol, toUnixTimestamp64Micro(ts), predicted_price, samples_seen "
+                        "FROM predictions ORDER BY symbol, ts").result_rows
+    store.close()
+    exp_p = sorted((p["symbol"], p["ts_us"], p["predicted_price"], p["samples_seen"]) for p in expected.predictions)
+    assert len(exp_p) > 0
+    assert [tuple(r) for r in preds] == exp_p
+    exp_c = sorted(
+        ((c.symbol, c.window_start_us, c.window_end_us, c.open, c.high, c.low, c.close, c.volume, c.vwap,
+          c.trades, c.buy_volume, c.sell_volume) for c in expected.candles))
+    assert len(candles) == len(exp_c)
+    assert [tuple(r) for r in candles] == exp_c
+    exp_f = sorted(expected.features, key=lambda f: (f.symbol, f.ts_us))
+    assert len(features) == len(exp_f)
+    for got, exp in zip(features, exp_f, strict=True):
+        assert (got["symbol"], got["ts_us"], got["close"]) == (exp.symbol, exp.ts_us, exp.close)
+        assert got["feature_set_version"] == exp.feature_set_version
+        for name, v in exp.values.items():
+            g = got[name]
+            assert (math.isnan(v) and math.isnan(g)) or g == v, (name, g, v)
+
+
+@pytest.fixture(scope="module")
+def sim_replay(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tickcast.sim import SimParams, write_replay
+
+    path = tmp_path_factory.mktemp("replay") / "sim.jsonl"
+    write_replay(path, 40_000, ["BTC/USD", "ETH/USD"], seed=11, params=SimParams(rate=5.0))
+    return path
+
+
+@pytest.fixture(scope="module")
+def expected(sim_replay: Path) -> StepOutput:
+    return batch_expected(sim_replay)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_replay_stream_equals_batch_and_fills_online_store(
+    sim_replay: Path, expected: StepOutput, tmp_path: Path, redis_db_url: str
+) -> None:
+    lake = tmp_path / "offline"
+    r = run_flow(flow_env(sim_replay, lake, redis_db_url))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(expected.candles) > 100 and len(expected.features) == len(expected.candles)
+    assert_matches_batch(lake, expected)
+    # online store: newest feature row per symbol
+    client = redis.Redis.from_url(redis_db_url)
+    for sym in ("BTC/USD", "ETH/USD"):
+        newest = max((f for f in expected.features if f.symbol == sym), key=lambda f: f.ts_us)
+        h = {k.decode(): v.decode() for k, v in client.hgetall(f"tickcast:features:{sym}").items()}
+        assert int(h["ts_us"]) == newest.ts_us
+        assert float(h["close"]) == newest.close
+        assert client.ttl(f"tickcast:features:{sym}") > 0
+
+
+def test_replay_is_idempotent(sim_replay: Path, expected: StepOutput, tmp_path: Path, redis_db_url: str) -> None:
+    lake = tmp_path / "offline"
+    env = flow_env(sim_replay, lake, redis_db_url)
+    for _ in range(2):
+        r = run_flow(env)
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert_matches_batch(lake, expected)  # twice the input, one row per key
+
+
+def test_two_workers_equal_one(sim_replay: Path, expected: StepOutput, tmp_path: Path, redis_db_url: str) -> None:
+    lake = tmp_path / "offline"
+    r = run_flow(flow_env(sim_replay, lake, redis_db_url), "-w", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_matches_batch(lake, expected)
+
+
+def test_two_processes_equal_one(sim_replay: Path, expected: StepOutput, tmp_path: Path, redis_db_url: str) -> None:
+    lake = tmp_path / "offline"
+    env = flow_env(sim_replay, lake, redis_db_url)
+    addrs = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", "bytewax.run", "dataflows.features", "-a", addrs]
+    procs = [subprocess.Popen([*cmd, "-i", str(i)], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=180)
+        assert p.returncode == 0, out[-3000:]
+    assert_matches_batch(lake, expected)
+
+
+def test_bad_input_becomes_dead_letters(tmp_path: Path, redis_db_url: str) -> None:
+    good = [
+        {"channel": "trade", "type": "update", "data": [
+            {"symbol": "BTC/USD", "side": "buy", "price": 100.5, "qty": 0.5, "ord_type": "market",
+             "trade_id": i, "timestamp": f"2026-01-01T00:00:{i:02d}.000000Z"}]}
+        for i in range(1, 40)
+    ]
+    lines = [orjson.dumps(m) for m in good]
+    garbage = [b"{not json", b"[1,2,3]", b'{"channel":"trade","type":"update","data":"x"}',
+               b'{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy","price":-1,'
+               b'"qty":1,"ord_type":"limit","trade_id":99,"timestamp":"2026-01-01T00:00:05.000000Z"}]}',
+               b'{"channel":"heartbeat"}']
+    for i, g in enumerate(garbage):
+        lines.insert(5 + 7 * i, g)
+    # a trade 20 s older than the stream, after its window closed: late
+    lines.append(orjson.dumps({"channel": "trade", "type": "update", "data": [
+        {"symbol": "BTC/USD", "side": "sell", "price": 100.0, "qty": 1.0, "ord_type": "limit",
+         "trade_id": 100, "timestamp": "2026-01-01T00:00:15.000000Z"}]}))
+    replay = tmp_path / "bad.jsonl"
+    replay.write_bytes(b"\n".join(lines) + b"\n")
+    lake = tmp_path / "offline"
+    env = flow_env(replay, lake, redis_db_url)
+    for _ in range(2):  # the second run proves dead letters are not duplicated by a replay
+        r = run_flow(env)
+        assert r.returncode == 0, r.stderr[-3000:]
+    store = open_offline(f"chdb://{lake}", read_only=True)
+    dead = store.query("SELECT reason, raw FROM dead_letters ORDER BY position").result_rows
+    n_trades = store.query("SELECT sum(trades) FROM candles").result_rows[0][0]
+    store.close()
+    reasons = [d[0] for d in dead]
+    assert len(dead) == 5, reasons  # 4 garbage lines + 1 late trade; the heartbeat is not an error
+    assert sum("late trade" in r for r in reasons) == 1
+    assert any("price" in r for r in reasons)
+    assert n_trades == 39
+
+
+@pytest.mark.skipif(not (SHARED / "kraken_ws").exists(), reason="../shared/data/kraken_ws is absent")
+def test_real_kraken_capture_replays(tmp_path: Path, redis_db_url: str) -> None:
+    replay = SHARED / "kraken_ws" / "v2_book_and_trade_session_2026-07-07.jsonl"
+    lake = tmp_path / "offline"
+    r = run_flow(flow_env(replay, lake, redis_db_url, TICKCAST_WINDOW_SECONDS="1",
+                          TICKCAST_HORIZON_SECONDS="60"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    store = open_offline(f"chdb://{lake}", read_only=True)
+    n = store.query("SELECT sum(trades) FROM candles").result_rows[0][0]
+    dead = store.query("SELECT count() FROM dead_letters").result_rows[0][0]
+    store.close()
+    expected = sum(len(parse_message(line, "x", 0)[0]) for line in replay.read_bytes().splitlines())
+    assert n == expected > 0
+    assert dead == 0
+
+
+def test_kill_9_and_recover_loses_and_duplicates_nothing(tmp_path: Path, redis_db_url: str) -> None:
+    from tickcast.sim import SimParams, write_replay
+
+    replay = tmp_path / "big.jsonl"
+    write_replay(replay, 400_000, ["BTC/USD", "ETH/USD"], seed=5, params=SimParams(rate=5.0))
+    expected = batch_expected(replay)
+    lake = tmp_path / "offline"
+    rec = tmp_path / "recovery"
+    rec.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec), "1"], check=True)
+    env = flow_env(replay, lake, redis_db_url)
+    args = ["-r", str(rec), "-s", "1", "-b", "0"]
+    cmd = [sys.executable, "-m", "bytewax.run", "dataflows.features", *args]
+    p = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    # wait until the flow has written part of the offline store, then kill it hard
+    while time.monotonic() < deadline and p.poll() is None and not list((lake / "candles").glob("*.parquet")):
+        time.sleep(0.05)
+    assert p.poll() is None, f"the flow ended before it could be killed: {p.stderr.read().decode()[-2000:]}"
+    time.sleep(0.5)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    store = open_offline(f"chdb://{lake}", read_only=True)
+    partial = store.query("SELECT count() FROM candles").result_rows[0][0]
+    store.close()
+    assert 0 < partial < len(expected.candles), "the kill must land mid-replay"
+    r = run_flow(env, *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_matches_batch(lake, expected)

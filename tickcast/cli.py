@@ -1,0 +1,314 @@
+"""tickcast — predicts crypto prices 60 s ahead from Kraken trades: features, training, serving."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tickcast.config import ConfigError, Settings
+
+EPILOG = """Configuration comes from TICKCAST_* environment variables (see README);
+flags of a command override them for that command."""
+
+
+def _settings(env_overrides: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ)
+    env.update(env_overrides or {})
+    return Settings.from_env(env)
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from tickcast.stores.offline import open_offline
+
+    s = _settings()
+    store = open_offline(s.offline_url, read_only=True)
+    try:
+        store.ensure_schema()
+        out = store.raw(args.query, args.format)
+    finally:
+        store.close()
+    text = out.decode() if isinstance(out, bytes) else out
+    sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from tickcast.sim import SimParams, write_replay
+
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    env = {"TICKCAST_SYMBOLS": ",".join(symbols)}
+    _settings(env)  # validates the symbols with the same rules as everywhere else
+    params = SimParams(rate=args.rate, spread_bps=args.spread_bps, flow_impact=args.flow_impact)
+    t0 = time.perf_counter()
+    n = write_replay(Path(args.out), args.trades, symbols, seed=args.seed, params=params)
+    print(f"wrote {n} trades for {','.join(symbols)} to {args.out} in {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr)
+    return 0
+
+
+def parse_time(text: str) -> int:
+    """RFC 3339 / ISO date or unix seconds -> µs since the epoch (UTC)."""
+    from datetime import UTC, datetime
+
+    from tickcast.schema import dt_to_us
+
+    try:
+        return int(round(float(text) * 1_000_000))
+    except ValueError:
+        pass
+    try:
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SystemExit(f"tickcast: {text!r} is not a time: use RFC 3339 (2026-01-01T00:00:00Z), "
+                         "a date (2026-01-01) or unix seconds") from None
+    return dt_to_us(ts if ts.tzinfo else ts.replace(tzinfo=UTC))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+    import time as _time
+
+    from models.dataset import DatasetError
+    from models.registry import registry_from_settings
+    from models.train import TrainConfig, format_table, record_run, train
+    from tickcast.stores.offline import open_offline
+
+    s = _settings({"TICKCAST_SYMBOLS": args.symbols} if args.symbols else None)
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    if since is not None and until is not None and since >= until:
+        raise SystemExit("tickcast: --since must be before --until")
+    store = open_offline(s.offline_url, read_only=True)
+    store.ensure_schema()
+    window = args.window or _detect_window(store, s)
+    cfg = TrainConfig(horizon_seconds=s.horizon_seconds, window_seconds=window, n_trials=args.trials,
+                      seed=args.seed, test_fraction=args.test_fraction,
+                      online_model=s.online_model if s.online_model != "off" else "linear",
+                      progress=not args.quiet)
+    if cfg.horizon_seconds % window:
+        raise SystemExit(f"tickcast: the horizon ({cfg.horizon_seconds} s) is not a multiple of the "
+                         f"candle length in the store ({window} s); set TICKCAST_HORIZON_SECONDS")
+    registry = None if args.no_registry else registry_from_settings(s)
+    started = int(_time.time() * 1e6)
+    try:
+        reports = train(store, registry, list(s.symbols), since, until, cfg)
+    except DatasetError as e:
+        raise SystemExit(f"tickcast train: {e}") from None
+    for r in reports:
+        print(format_table(r))
+        print()
+    if args.report:
+        payload = reports[0] if len(reports) == 1 else reports
+        Path(args.report).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        print(f"report written to {args.report}", file=sys.stderr)
+    try:
+        record_run(store, reports, started)
+    finally:
+        store.close()
+    return 0
+
+
+def _detect_window(store: object, s: Settings) -> int:
+    """The candle length of the stored features (from feature_set_version 'fsN-w<S>s')."""
+    rows = store.query(  # type: ignore[attr-defined]
+        "SELECT feature_set_version, count() FROM features WHERE symbol IN {s:Array(String)} "
+        "GROUP BY feature_set_version ORDER BY count() DESC", parameters={"s": list(s.symbols)}).result_rows
+    if not rows:
+        raise SystemExit(f"tickcast train: no features for {','.join(s.symbols)} in {s.offline_url}; "
+                         "run the feature flow or `tickcast load-candles` first")
+    version = rows[0][0]
+    try:
+        return int(version.rsplit("-w", 1)[1].rstrip("s"))
+    except (IndexError, ValueError):
+        return s.window_seconds
+
+
+def cmd_load_candles(args: argparse.Namespace) -> int:
+    from tickcast.features import compute_features
+    from tickcast.history import read_candles_csv
+    from tickcast.stores.offline import open_offline
+    from tickcast.stores.tables import candles_to_arrow, features_to_arrow
+
+    s = _settings({"TICKCAST_SYMBOLS": args.symbol})
+    symbol = s.symbols[0]
+    candles, window = read_candles_csv(Path(args.file), symbol, args.format)
+    feats = compute_features(candles, window)
+    store = open_offline(s.offline_url)
+    store.ensure_schema()
+    store.insert("candles", candles_to_arrow(candles))
+    store.insert("features", features_to_arrow(feats))
+    store.close()
+    print(f"loaded {len(candles):,} {window}-s candles and {len(feats):,} feature rows for {symbol} "
+          f"into {s.offline_url}", file=sys.stderr)
+    return 0
+
+
+def flow_command(workers: int = 1) -> list[str]:
+    cmd = [sys.executable, "-m", "bytewax.run", "dataflows.features"]
+    if workers > 1:
+        cmd += ["-w", str(workers)]
+    return cmd
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    overrides: dict[str, str] = {}
+    if args.source:
+        overrides["TICKCAST_SOURCE"] = args.source
+    if args.symbols:
+        overrides["TICKCAST_SYMBOLS"] = args.symbols
+    if args.data_dir:
+        overrides["TICKCAST_DATA_DIR"] = args.data_dir
+    s = _settings(overrides)
+    data_dir = s.data_dir.resolve()
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, **overrides, TICKCAST_DATA_DIR=str(data_dir))
+    redis_note = s.redis_url
+    started_valkey = False
+    if not s.redis_url:
+        from tickcast.embedded import ensure_valkey
+
+        env["TICKCAST_REDIS_URL"] = redis_note = ensure_valkey(data_dir)
+        started_valkey = True
+    print("tickcast up")
+    print(f"  source      {s.source}")
+    print(f"  symbols     {','.join(s.symbols)}")
+    print(f"  data dir    {data_dir}")
+    print(f"  offline     {s.offline_url}   (query: tickcast sql \"SELECT ...\")")
+    print(f"  online      {redis_note}")
+    print(f"  logs        {logs}")
+    print("Ctrl-C stops everything.", flush=True)
+    log = (logs / "features.log").open("ab")
+    proc = subprocess.Popen(flow_command(), env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    stop = {"now": False}
+
+    def _stop(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    rc = 0
+    try:
+        from tickcast.stores.offline import open_offline
+
+        while not stop["now"]:
+            time.sleep(1.0)
+            if proc.poll() is not None:
+                rc = proc.returncode
+                print(f"\nfeature flow exited with {rc}; see {logs / 'features.log'}", file=sys.stderr)
+                break
+            try:
+                store = open_offline(s.offline_url, read_only=True)
+                n = store.query("SELECT count() FROM candles").result_rows[0][0]
+                store.close()
+                print(f"\r  candles written: {n}   ", end="", flush=True)
+            except Exception:  # noqa: BLE001 - the status line is best effort
+                pass
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if started_valkey:
+            from tickcast.embedded import stop_valkey
+
+            stop_valkey(data_dir)
+        print("\nstopped.")
+    return rc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tickcast", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run the whole system locally (what `make run` starts)", epilog=EPILOG)
+    up.add_argument("--source", help="kraken | kafka | sim | replay:FILE (default: $TICKCAST_SOURCE or kraken)")
+    up.add_argument("--symbols", help="comma-separated Kraken v2 symbols (default: BTC/USD,ETH/USD)")
+    up.add_argument("--data-dir", help="directory for every embedded store (default: ./data)")
+    up.set_defaults(func=cmd_up)
+
+    sql = sub.add_parser("sql", help="run SQL on the configured offline store and print the result",
+                         epilog="Tables: candles, features, predictions, dead_letters (one row per key). "
+                         + EPILOG)
+    sql.add_argument("query", help='e.g. "SELECT symbol, count() FROM candles GROUP BY symbol"')
+    sql.add_argument("--format", default="Pretty",
+                     help="ClickHouse output format: CSV, JSONEachRow, Pretty (default), TSV, ...")
+    sql.set_defaults(func=cmd_sql)
+
+    sim = sub.add_parser("sim", help="write a replay file of N simulated Kraken v2 trades")
+    sim.add_argument("--trades", type=int, default=100_000, help="number of trades (default 100000)")
+    sim.add_argument("--out", required=True, help="output .jsonl path")
+    sim.add_argument("--symbols", default="BTC/USD,ETH/USD", help="comma-separated symbols")
+    sim.add_argument("--seed", type=int, default=42, help="random seed (same seed, same file)")
+    sim.add_argument("--rate", type=float, default=50.0, help="mean trades/s per symbol")
+    sim.add_argument("--spread-bps", type=float, default=1.0, help="bid-ask spread in basis points")
+    sim.add_argument("--flow-impact", type=float, default=0.0,
+                     help="planted dependence of future returns on order flow (0 = none)")
+    sim.set_defaults(func=cmd_sim)
+
+    tr = sub.add_parser(
+        "train", help="train and evaluate models on the offline store; promote only if significant",
+        description="Reads features from the offline store, builds a point-in-time dataset (label = close "
+        "at t + TICKCAST_HORIZON_SECONDS by as-of lookup), scores persistence, mean of the last 10 prices, "
+        "Lasso, tuned XGBoost and the River online model on the same test rows (walk-forward, embargo of "
+        "one horizon), prints a table, and promotes the best model to the registry alias "
+        "production-<SYMBOL> only if it beats persistence (Diebold-Mariano p < 0.05).", epilog=EPILOG)
+    tr.add_argument("--since", help="start of the history (RFC 3339, date, or unix seconds)")
+    tr.add_argument("--until", help="end of the history, exclusive")
+    tr.add_argument("--symbols", help="comma-separated symbols (default: $TICKCAST_SYMBOLS)")
+    tr.add_argument("--report", help="write the JSON report (CONTRACT §6) to this file")
+    tr.add_argument("--trials", type=int, default=12, help="Optuna trials for XGBoost (default 12)")
+    tr.add_argument("--seed", type=int, default=42, help="random seed (same data + seed = same report)")
+    tr.add_argument("--test-fraction", type=float, default=0.2, help="share of rows in the test span")
+    tr.add_argument("--window", type=int, default=0,
+                    help="candle length of the stored features (default: detected)")
+    tr.add_argument("--no-registry", action="store_true", help="evaluate only; store nothing")
+    tr.add_argument("--quiet", action="store_true", help="no progress output")
+    tr.set_defaults(func=cmd_train)
+
+    lc = sub.add_parser("load-candles", help="load a candle CSV into the offline store and derive features",
+                        description="Formats: binance (open_time,open,high,low,close,volume) or kraken "
+                        "(OHLCVT archive). Features come from the same code as the stream.")
+    lc.add_argument("file", help="CSV file, e.g. ../shared/data/candles/binanceus_BTCUSD_1m_20230301_20230321.csv")
+    lc.add_argument("--symbol", required=True, help="Kraken v2 symbol to store it under, e.g. BTC/USD")
+    lc.add_argument("--format", default="auto", choices=["auto", "binance", "kraken"])
+    lc.set_defaults(func=cmd_load_candles)
+
+    # commands contributed by other modules: each has register(subparsers)
+    import importlib
+
+    for mod in ("tickcast.live.commands", "tickcast.convert"):
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name is None or not (mod == e.name or mod.startswith(e.name + ".")):
+                raise
+            continue
+        module.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"tickcast: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""Typed, frozen configuration read from ``TICKCAST_*`` environment variables.
+
+Read once per entry point with :meth:`Settings.from_env`. A bad value raises
+:class:`ConfigError` whose message is one line naming the variable, the value and
+what is accepted; entry points print it and exit 2.
+
+>>> s = Settings.from_env({"TICKCAST_SYMBOLS": "BTC/USD", "TICKCAST_DATA_DIR": "/tmp/tc"})
+>>> s.symbols, s.window_seconds, s.horizon_seconds
+(('BTC/USD',), 10, 60)
+>>> Settings.from_env({"TICKCAST_WINDOW_SECONDS": "ten"})
+Traceback (most recent call last):
+...
+tickcast.config.ConfigError: TICKCAST_WINDOW_SECONDS='ten' is not valid: expected a whole number of seconds >= 1
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+PREFIX = "TICKCAST_"
+# Kraken v2 symbols are BASE/QUOTE in upper case (digits allowed, e.g. "1INCH/USD").
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message is one line for the user."""
+
+
+def _bad(name: str, value: str, accepted: str) -> ConfigError:
+    return ConfigError(f"{PREFIX}{name}={value!r} is not valid: expected {accepted}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a tickcast process needs to know. Defaults are the embedded ones."""
+
+    source: str = "kraken"  # kraken | kafka | sim | replay:<path>
+    symbols: tuple[str, ...] = ("BTC/USD", "ETH/USD")
+    data_dir: Path = Path("data")
+    clickhouse_url: str = ""  # "" -> chdb:///<data_dir>/offline
+    redis_url: str = ""  # "" -> embedded Valkey under <data_dir>/valkey
+    kraken_ws_url: str = "wss://ws.kraken.com/v2"
+    kraken_rest_url: str = "https://api.kraken.com"
+    kafka_brokers: str = "localhost:9092"
+    trades_topic: str = "trades"
+    model_store: str = ""  # "" -> file://<data_dir>/models
+    # 10-second candles: six per 60-s horizon, so the model sees within-minute
+    # dynamics; long enough that liquid Kraken pairs rarely have empty windows, and
+    # 30 days x 2 symbols is ~0.5M rows, which trains in minutes.
+    window_seconds: int = 10
+    horizon_seconds: int = 60
+    # Kraken stamps trades at the matching engine and delivers them within
+    # milliseconds; 2 s covers network jitter without delaying candles much.
+    allowed_lateness_seconds: float = 2.0
+    max_feature_age_seconds: float = 120.0  # 0 = never stale (replayed history)
+    api_port: int = 0  # 0 -> a free port
+    online_ttl_seconds: int = 86_400  # Redis keys expire if the pipeline stops writing
+    sim_seed: int = 42
+    sim_rate: float = 50.0  # mean trades/s per symbol of the live simulator
+    online_model: str = "linear"  # River model learning in the feature flow; "off" disables
+    snapshot_every: int = 360  # registry snapshot of the online model every N learned samples
+    registry_keep: int = 20  # snapshots kept per model (aliased ones are never deleted)
+
+    # -- derived ----------------------------------------------------------------
+    @property
+    def window_us(self) -> int:
+        return self.window_seconds * 1_000_000
+
+    @property
+    def lateness_us(self) -> int:
+        return int(round(self.allowed_lateness_seconds * 1_000_000))
+
+    @property
+    def offline_url(self) -> str:
+        return self.clickhouse_url or f"chdb://{self.data_dir.resolve() / 'offline'}"
+
+    @property
+    def model_store_url(self) -> str:
+        return self.model_store or f"file://{self.data_dir.resolve() / 'models'}"
+
+    @property
+    def replay_path(self) -> Path | None:
+        return Path(self.source[len("replay:") :]) if self.source.startswith("replay:") else None
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    # -- reading ----------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+
+        def get(name: str) -> str | None:
+            v = env.get(PREFIX + name)
+            return None if v is None or v.strip() == "" else v.strip()
+
+        def integer(name: str, default: int, minimum: int) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                v = int(raw)
+            except ValueError:
+                raise _bad(name, raw, f"a whole number of seconds >= {minimum}") from None
+            if v < minimum:
+                raise _bad(name, raw, f"a whole number of seconds >= {minimum}")
+            return v
+
+        def number(name: str, default: float, minimum: float) -> float:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                v = float(raw)
+            except ValueError:
+                raise _bad(name, raw, f"a number >= {minimum}") from None
+            if not (v >= minimum) or v == float("inf"):
+                raise _bad(name, raw, f"a finite number >= {minimum}")
+            return v
+
+        source = get("SOURCE") or d.source
+        if source not in ("kraken", "kafka", "sim") and not (
+            source.startswith("replay:") and len(source) > len("replay:")
+        ):
+            raise _bad("SOURCE", source, "kraken, kafka, sim or replay:<path to a .jsonl file>")
+
+        raw_symbols = get("SYMBOLS")
+        symbols = d.symbols
+        if raw_symbols is not None:
+            symbols = tuple(s.strip() for s in raw_symbols.split(",") if s.strip())
+            bad = [s for s in symbols if not _SYMBOL_RE.match(s)]
+            if not symbols or bad:
+                raise _bad(
+                    "SYMBOLS",
+                    raw_symbols,
+                    "comma-separated Kraken v2 symbols like BTC/USD,ETH/USD"
+                    + (f" ({bad[0]!r} is not one)" if bad else ""),
+                )
+            symbols = tuple(dict.fromkeys(symbols))
+
+        data_dir = Path(get("DATA_DIR") or d.data_dir)
+
+        ch = get("CLICKHOUSE_URL") or ""
+        if ch and not re.match(r"^(chdb:///.+|https?://.+)$", ch):
+            raise _bad("CLICKHOUSE_URL", ch, "chdb:///absolute/path or http(s)://user:pass@host:port/db")
+        redis_url = get("REDIS_URL") or ""
+        if redis_url and not re.match(r"^(rediss?|unix)://.+$", redis_url):
+            raise _bad("REDIS_URL", redis_url, "redis://host:port[/db], rediss://… or unix:///path.sock")
+        model_store = get("MODEL_STORE") or ""
+        if model_store and not re.match(r"^(file:///.+|s3://[^/]+(/.*)?)$", model_store):
+            raise _bad("MODEL_STORE", model_store, "file:///absolute/path or s3://bucket/prefix")
+        for name in ("KRAKEN_WS_URL",):
+            v = get(name)
+            if v is not None and not re.match(r"^wss?://.+$", v):
+                raise _bad(name, v, "a ws:// or wss:// URL")
+        v = get("KRAKEN_REST_URL")
+        if v is not None and not re.match(r"^https?://.+$", v):
+            raise _bad("KRAKEN_REST_URL", v, "an http:// or https:// URL")
+        brokers = get("KAFKA_BROKERS") or d.kafka_brokers
+        if not re.match(r"^[^,\s:]+:\d+(,[^,\s:]+:\d+)*$", brokers):
+            raise _bad("KAFKA_BROKERS", brokers, "host:port[,host:port…]")
+        topic = get("TRADES_TOPIC") or d.trades_topic
+        if not re.match(r"^[A-Za-z0-9._-]{1,249}$", topic):
+            raise _bad("TRADES_TOPIC", topic, "a Kafka topic name (letters, digits, . _ -)")
+
+        window = integer("WINDOW_SECONDS", d.window_seconds, 1)
+        horizon = integer("HORIZON_SECONDS", d.horizon_seconds, 1)
+        if horizon % window:
+            raise _bad(
+                "HORIZON_SECONDS",
+                str(horizon),
+                f"a multiple of TICKCAST_WINDOW_SECONDS={window} (labels are candle closes)",
+            )
+        api_port = integer("API_PORT", 0, 0)
+        if api_port > 65535:
+            raise _bad("API_PORT", str(api_port), "a TCP port 1-65535 (or 0 for a free one)")
+
+        online_model = get("ONLINE_MODEL") or d.online_model
+        if online_model not in ("linear", "arf", "knn", "off"):
+            raise _bad("ONLINE_MODEL", online_model, "linear, arf, knn or off")
+
+        return cls(
+            source=source,
+            online_model=online_model,
+            snapshot_every=integer("SNAPSHOT_EVERY", d.snapshot_every, 1),
+            registry_keep=integer("REGISTRY_KEEP", d.registry_keep, 1),
+            symbols=symbols,
+            data_dir=data_dir,
+            clickhouse_url=ch,
+            redis_url=redis_url,
+            kraken_ws_url=get("KRAKEN_WS_URL") or d.kraken_ws_url,
+            kraken_rest_url=get("KRAKEN_REST_URL") or d.kraken_rest_url,
+            kafka_brokers=brokers,
+            trades_topic=topic,
+            model_store=model_store,
+            window_seconds=window,
+            horizon_seconds=horizon,
+            allowed_lateness_seconds=number("ALLOWED_LATENESS_SECONDS", d.allowed_lateness_seconds, 0),
+            max_feature_age_seconds=number("MAX_FEATURE_AGE_SECONDS", d.max_feature_age_seconds, 0),
+            api_port=api_port,
+            online_ttl_seconds=integer("ONLINE_TTL_SECONDS", d.online_ttl_seconds, 1),
+            sim_seed=integer("SIM_SEED", d.sim_seed, 0),
+            sim_rate=number("SIM_RATE", d.sim_rate, 0.001),
+        )

@@ -1,0 +1,89 @@
+"""From a feature row to model inputs and back to prices — shared by the online
+learner, training and the API, so every model sees exactly the same inputs.
+
+Models predict the **log-return over the horizon in basis points**,
+``y = 1e4 * log(price[t + h] / price[t])``, where price is the candle close (the last
+trade at or before the time). Inputs are made scale-free (returns and distances in
+basis points, oscillators centred), because raw price levels make linear models blow
+up and do not transfer across symbols or regimes.
+
+>>> x = model_inputs(100.0, {"ret_1": 0.001, "rsi_14": 75.0})
+>>> round(x["ret_1_bps"], 6), x["rsi_14_c"]
+(10.0, 0.5)
+>>> round(price_from_return(100.0, 10.0), 6)
+100.10005
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+BPS = 1e4
+
+
+def model_inputs(close: float, values: Mapping[str, float]) -> dict[str, float] | None:
+    """Scale-free inputs from one feature row; ``None`` if any present input is not finite
+    (indicators still warming up) or the price is not positive."""
+    if not (close > 0 and math.isfinite(close)):
+        return None
+    x: dict[str, float] = {}
+    for name, v in values.items():
+        if v is None or not math.isfinite(v):
+            return None
+        if name.startswith(("ret_", "rv_", "vwap_dist_")):
+            x[name + "_bps"] = v * BPS
+        elif name.startswith("ema_"):
+            if v <= 0:
+                return None
+            x[name + "_gap_bps"] = math.log(close / v) * BPS
+        elif name.startswith("macd"):
+            x[name + "_bps"] = v / close * BPS
+        elif name == "rsi_14":
+            x["rsi_14_c"] = (v - 50.0) / 50.0
+        elif name.startswith("trades_"):
+            x[name + "_log"] = math.log1p(max(v, 0.0))
+        else:  # ofi_* in [-1, 1], volume_6 already log1p
+            x[name] = v
+    return x
+
+
+def target_bps(price_now: float, price_later: float) -> float:
+    """The label: log-return from now to the horizon, in basis points."""
+    return math.log(price_later / price_now) * BPS
+
+
+def price_from_return(price_now: float, ret_bps: float) -> float:
+    return price_now * math.exp(ret_bps / BPS)
+
+
+def model_inputs_frame(close: Any, values: Any) -> Any:
+    """Vectorised :func:`model_inputs` over a pandas DataFrame of feature columns.
+
+    Returns a DataFrame of the same inputs (same names, same numbers as the row-wise
+    function, tested) with NaN where the row-wise function would return ``None``."""
+    import numpy as np
+    import pandas as pd
+
+    close = np.asarray(close, dtype=float)
+    out: dict[str, Any] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for name in values.columns:
+            v = values[name].to_numpy(dtype=float)
+            if name.startswith(("ret_", "rv_", "vwap_dist_")):
+                out[name + "_bps"] = v * BPS
+            elif name.startswith("ema_"):
+                out[name + "_gap_bps"] = np.where(v > 0, np.log(close / v) * BPS, np.nan)
+            elif name.startswith("macd"):
+                out[name + "_bps"] = v / close * BPS
+            elif name == "rsi_14":
+                out["rsi_14_c"] = (v - 50.0) / 50.0
+            elif name.startswith("trades_"):
+                out[name + "_log"] = np.log1p(np.maximum(v, 0.0))
+            else:
+                out[name] = v
+    frame = pd.DataFrame(out, index=values.index)
+    bad = ~np.isfinite(frame.to_numpy()).all(axis=1) | ~(np.isfinite(close) & (close > 0))
+    frame.loc[bad, :] = np.nan
+    return frame

@@ -1,0 +1,207 @@
+"""Online learning, framework-free: predict at every feature row, learn a row only
+when its label has matured.
+
+For one symbol, :class:`OnlineLearner` receives feature rows in event-time order
+(one per candle, empty windows included). At row ``t`` it
+
+1. **matures** the prediction made at ``t - horizon``: its label is the close at
+   ``t`` (the very row just received), so it was not knowable before ``t``; the model
+   learns ``(x captured at t - horizon, label)`` and the model and both baselines
+   (persistence = the price at prediction time; mean of the last 10 closes) are
+   scored on exactly that label;
+2. **predicts** the log-return to ``t + horizon`` from the inputs at ``t`` and keeps
+   ``x`` until that label matures.
+
+So a label is never learned before its horizon has passed in event time (tested),
+and every prediction is scored against a price the model could not have seen.
+
+Inputs are scaled (River ``StandardScaler``); non-finite inputs or predictions are
+skipped and counted; predictions are clipped to ``clip_sigmas`` standard deviations
+of the labels seen so far, so one wild step cannot produce an absurd price.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from tickcast.model_inputs import model_inputs, price_from_return, target_bps
+from tickcast.schema import FeatureRow
+
+MODEL_KINDS = ("linear", "arf", "knn")
+BASELINES = ("persistence", "mean_last_10")
+
+
+def make_model(kind: str, seed: int = 42) -> Any:
+    """A fresh River regressor of the given kind (inputs scaled inside the pipeline)."""
+    from river import linear_model, neighbors, optim, preprocessing
+
+    if kind == "linear":
+        return preprocessing.StandardScaler() | linear_model.LinearRegression(
+            optimizer=optim.SGD(0.005), intercept_lr=0.001, l2=1e-3
+        )
+    if kind == "arf":
+        from river import forest
+
+        return preprocessing.StandardScaler() | forest.ARFRegressor(n_models=5, seed=seed)
+    if kind == "knn":
+        return preprocessing.StandardScaler() | neighbors.KNNRegressor(n_neighbors=10)
+    raise ValueError(f"model kind must be one of {', '.join(MODEL_KINDS)}; got {kind!r}")
+
+
+@dataclass
+class ErrorStats:
+    """Running price errors of one predictor on matured labels."""
+
+    n: int = 0
+    abs_sum: float = 0.0
+    sq_sum: float = 0.0
+    dir_hits: int = 0  # predicted direction (vs the price at prediction time) was right
+    dir_n: int = 0  # labels where both prediction and outcome moved
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=360))
+
+    def add(self, predicted: float, actual: float, price_then: float) -> None:
+        e = predicted - actual
+        self.n += 1
+        self.abs_sum += abs(e)
+        self.sq_sum += e * e
+        self.recent.append(abs(e))
+        dp, da = predicted - price_then, actual - price_then
+        if dp != 0 and da != 0:
+            self.dir_n += 1
+            self.dir_hits += (dp > 0) == (da > 0)
+
+    def row(self) -> dict[str, float | int]:
+        n = self.n or 1
+        return {
+            "n": self.n,
+            "mae": self.abs_sum / n,
+            "rmse": math.sqrt(self.sq_sum / n),
+            "directional_accuracy": (self.dir_hits / self.dir_n) if self.dir_n else float("nan"),
+            "mae_recent": (sum(self.recent) / len(self.recent)) if self.recent else float("nan"),
+        }
+
+
+@dataclass
+class Pending:
+    ts_us: int
+    x: dict[str, float]
+    price: float
+    mean10: float
+    predicted_bps: float
+    predicted_price: float
+
+
+@dataclass
+class LearnOutput:
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    drift_events: list[dict[str, Any]] = field(default_factory=list)
+    snapshot_due: bool = False
+
+
+class OnlineLearner:
+    """Predict-now, learn-at-maturity River model of ONE symbol (picklable)."""
+
+    def __init__(self, symbol: str, horizon_seconds: int, kind: str = "linear", seed: int = 42,
+                 snapshot_every: int = 360, clip_sigmas: float = 4.0) -> None:
+        from river import drift
+
+        self.symbol = symbol
+        self.kind = kind
+        self.horizon_us = horizon_seconds * 1_000_000
+        self.horizon_seconds = horizon_seconds
+        self.model = make_model(kind, seed)
+        self.model_name = f"river-{kind}"
+        self.pending: dict[int, Pending] = {}
+        self.closes: deque[float] = deque(maxlen=10)
+        self.stats = {name: ErrorStats() for name in (self.model_name, *BASELINES)}
+        self.samples_seen = 0
+        self.skipped_nonfinite = 0  # rows not predicted: inputs not finite (warm-up, bad data)
+        self.unmatured = 0  # predictions whose label never arrived (should stay 0)
+        self.label_sq = 0.0  # running second moment of labels (bps^2), for clipping
+        self.clip_sigmas = clip_sigmas
+        self.snapshot_every = snapshot_every
+        self.detector = drift.ADWIN()
+        self.drifts = 0
+        self.last_ts_us: int | None = None
+
+    @property
+    def version(self) -> str:
+        """Lineage of this online model (the registry adds a version per snapshot)."""
+        return f"{self.model_name}-online"
+
+    def _learn(self, p: Pending, label_price: float, ts_us: int, out: LearnOutput) -> None:
+        y = target_bps(p.price, label_price)
+        if not math.isfinite(y):
+            self.skipped_nonfinite += 1
+            return
+        self.model.learn_one(p.x, y)
+        self.samples_seen += 1
+        self.label_sq += y * y
+        self.stats[self.model_name].add(p.predicted_price, label_price, p.price)
+        self.stats["persistence"].add(p.price, label_price, p.price)
+        self.stats["mean_last_10"].add(p.mean10, label_price, p.price)
+        for name, st in self.stats.items():
+            out.metrics.append({"symbol": self.symbol, "ts_us": ts_us, "model_name": name,
+                                "horizon_seconds": self.horizon_seconds, **st.row()})
+        residual = abs(y - p.predicted_bps)
+        self.detector.update(residual)
+        if self.detector.drift_detected:
+            self.drifts += 1
+            out.drift_events.append({
+                "symbol": self.symbol, "ts_us": ts_us, "model_version": self.version,
+                "detector": "ADWIN(abs residual bps)",
+                "detail": f"drift #{self.drifts} after {self.samples_seen} samples; "
+                          f"recent MAE {self.stats[self.model_name].row()['mae_recent']:.4g}",
+            })
+        if self.snapshot_every and self.samples_seen % self.snapshot_every == 0:
+            out.snapshot_due = True
+
+    def on_row(self, row: FeatureRow) -> LearnOutput:
+        out = LearnOutput()
+        ts = row.ts_us
+        self.last_ts_us = ts
+        # 1. mature: the label of the prediction made at ts - horizon is this close
+        matured = self.pending.pop(ts - self.horizon_us, None)
+        if matured is not None:
+            self._learn(matured, row.close, ts, out)
+        if self.pending:
+            stale = [k for k in self.pending if k <= ts - self.horizon_us]
+            for k in stale:  # a label that can no longer arrive (a gap in the rows)
+                del self.pending[k]
+                self.unmatured += 1
+        # 2. predict from what is known at ts
+        self.closes.append(row.close)
+        x = model_inputs(row.close, row.values)
+        if x is None:
+            self.skipped_nonfinite += 1
+            return out
+        y_hat = float(self.model.predict_one(x) or 0.0)
+        if not math.isfinite(y_hat):
+            self.skipped_nonfinite += 1
+            return out
+        if self.samples_seen >= 30:
+            limit = self.clip_sigmas * math.sqrt(self.label_sq / self.samples_seen)
+            y_hat = max(-limit, min(limit, y_hat))
+        price = price_from_return(row.close, y_hat)
+        self.pending[ts] = Pending(ts, x, row.close, sum(self.closes) / len(self.closes), y_hat, price)
+        out.predictions.append({
+            "symbol": self.symbol, "ts_us": ts, "model_version": self.version,
+            "horizon_seconds": self.horizon_seconds, "predicted_price": price,
+            "model_kind": f"online:{self.kind}", "model_name": self.model_name,
+            "price_at_ts": row.close, "predicted_return": y_hat / 1e4,
+            "samples_seen": self.samples_seen,
+        })
+        return out
+
+    def snapshot_meta(self) -> dict[str, Any]:
+        return {
+            "model_kind": f"online:{self.kind}", "symbol": self.symbol, "lineage": self.version,
+            "horizon_seconds": self.horizon_seconds, "samples_seen": self.samples_seen,
+            "skipped_nonfinite": self.skipped_nonfinite, "drifts": self.drifts,
+            "metrics": {k: v.row() for k, v in self.stats.items()},
+            "source_position": {"last_feature_ts_us": self.last_ts_us},
+        }

@@ -1,0 +1,113 @@
+"""The records that flow through tickcast, framework-free.
+
+Contracts:
+
+* All times are UTC. Inside the pipeline an instant is an ``int`` of **microseconds
+  since the Unix epoch** (``*_us`` fields): cheap to compare, exact, and what the
+  offline store keeps (``DateTime64(6, 'UTC')``). :func:`us_to_dt` / :func:`dt_to_us`
+  convert at the edges.
+* Prices and quantities are IEEE-754 doubles. Every decimal literal with at most 15
+  significant digits (every Kraken price and quantity: at most 10 decimals, prices
+  below 1e9) converts to a double whose shortest ``repr`` is that literal again, so
+  parsing loses nothing Kraken sent.
+* ``side`` is the **taker's** side, ``"buy"`` or ``"sell"``.
+
+>>> t = Trade("BTC/USD", 7, dt_to_us(datetime(2024, 1, 1, tzinfo=UTC)), 42000.5, 0.25, "buy", "market")
+>>> us_to_dt(t.ts_us).isoformat()
+'2024-01-01T00:00:00+00:00'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+US_PER_S: Final = 1_000_000
+SIDES: Final = frozenset({"buy", "sell"})
+MAX_RAW_CHARS: Final = 65_536  # dead letters keep at most this much of the raw input
+
+
+def dt_to_us(ts: datetime) -> int:
+    """Aware datetime -> integer microseconds since the epoch (exact)."""
+    if ts.tzinfo is None:
+        raise ValueError(f"timestamp must be timezone-aware; got naive {ts!r}")
+    delta = ts - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * US_PER_S + delta.microseconds
+
+
+def us_to_dt(us: int) -> datetime:
+    """Integer microseconds since the epoch -> aware UTC datetime (exact)."""
+    return datetime.fromtimestamp(us // US_PER_S, tz=UTC).replace(microsecond=us % US_PER_S)
+
+
+def us_to_iso(us: int) -> str:
+    """RFC 3339 with microseconds and ``Z``, Kraken's own format.
+
+    >>> us_to_iso(1_700_000_000_123_456)
+    '2023-11-14T22:13:20.123456Z'
+    """
+    return us_to_dt(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One executed trade, normalised from any source (live, REST, CSV, simulator)."""
+
+    symbol: str  # Kraken v2 symbol, e.g. "BTC/USD"
+    trade_id: int  # per-symbol sequence number from Kraken
+    ts_us: int  # event time, microseconds since epoch, UTC
+    price: float  # quote per base, > 0
+    qty: float  # base units, > 0
+    side: str  # taker side: "buy" | "sell"
+    ord_type: str = ""  # taker order type: "market" | "limit" | "" (unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Input that could not become a trade, kept with the reason (never dropped)."""
+
+    received_at_us: int
+    source: str  # e.g. "replay:/path/file.jsonl", "kraken", "kafka:trades"
+    raw: str  # the offending input, verbatim (truncated to 64 KiB)
+    reason: str  # precise: what was expected, what arrived
+    # where in the source it was (replay byte offset, kafka partition/offset, ...);
+    # with source and reason it identifies the record, so replays do not duplicate it
+    position: str = ""
+
+
+@dataclass(slots=True)
+class Candle:
+    """OHLCV over the half-open event-time window ``[window_start_us, window_end_us)``.
+
+    Windows are aligned to the Unix epoch. A window without trades is still emitted
+    (``trades == 0``): open = high = low = close = vwap = the previous close, zero
+    volume, so that every lookback counts wall-clock time, not trades.
+    """
+
+    symbol: str
+    window_start_us: int
+    window_end_us: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float  # sum of qty
+    vwap: float  # sum(price*qty) / sum(qty); the close when volume == 0
+    trades: int
+    buy_volume: float  # qty where the taker bought
+    sell_volume: float  # qty where the taker sold
+    first_trade_id: int = -1  # -1 for an empty window
+    last_trade_id: int = -1
+
+
+@dataclass(slots=True)
+class FeatureRow:
+    """The feature vector of one symbol at ``ts_us`` = the window_end of the candle it
+    was computed from. It uses only trades with event time < ``ts_us``."""
+
+    symbol: str
+    ts_us: int
+    close: float  # price at ts: the candle's close (last trade at or before ts)
+    values: dict[str, float] = field(default_factory=dict)  # name -> value (NaN = not warm yet)
+    feature_set_version: str = ""
