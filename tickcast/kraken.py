@@ -65,7 +65,7 @@ def parse_rfc3339_us(s: str) -> int:
     if not isinstance(s, str):
         raise ValueError(f"timestamp must be a string; got {type(s).__name__}")
     n = len(s)
-    if n < 20 or s[4] != "-" or s[7] != "-" or s[10] not in "Tt " or s[13] != ":" or s[16] != ":":
+    if n < 19 or s[4] != "-" or s[7] != "-" or s[10] not in "Tt " or s[13] != ":" or s[16] != ":":
         raise ValueError(f"timestamp {s[:40]!r} is not RFC 3339 (YYYY-MM-DDTHH:MM:SS[.f]Z)")
     for a, b in ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19)):
         if not _DIGITS.issuperset(s[a:b]):

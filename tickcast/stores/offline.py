@@ -74,6 +74,29 @@ class OfflineStore(ABC):
         return fn()
 
 
+def newest_per_key(t: pa.Table, key: list[str]) -> pa.Table:
+    """Keep the row with the highest ``_v`` of every key (ReplacingMergeTree's rule)."""
+    import pyarrow.compute as pc
+
+    if t.num_rows < 2:
+        return t
+    t = t.sort_by([(k, "ascending") for k in key] + [("_v", "descending")])
+    first = None
+    for k in key:
+        col = t.column(k).combine_chunks()
+        neq = pc.not_equal(col.slice(1), col.slice(0, len(col) - 1))
+        first = neq if first is None else pc.or_(first, neq)
+    keep = pa.concat_arrays([pa.array([True]), first])  # type: ignore[list-item]
+    return t.filter(keep)
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except FileNotFoundError:
+        return 1 << 62  # gone: never merge it
+
+
 def _is_vanished_part(err: Exception) -> bool:
     text = str(err)
     return any(s in text for s in ("FILE_DOESNT_EXIST", "CANNOT_OPEN_FILE", "No such file", "CANNOT_STAT"))
@@ -111,7 +134,7 @@ class LakeStore(OfflineStore):
     @staticmethod
     def _write_part(d: Path, data: pa.Table) -> Path:
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = d / f".tmp-{name}"
+        tmp = d / f".tmp-{name}.partial"  # not *.parquet: invisible to readers and compaction
         pq.write_table(data, tmp, compression="zstd")
         fd = os.open(tmp, os.O_RDONLY)
         try:
@@ -132,13 +155,11 @@ class LakeStore(OfflineStore):
             except BlockingIOError:
                 return 0  # another process is compacting this table
             try:
-                small = sorted(p for p in d.glob("*.parquet") if p.stat().st_size < self.small_part_bytes)
+                small = sorted(p for p in d.glob("*.parquet") if _size(p) < self.small_part_bytes)
                 if len(small) < 2:
                     return 0
                 merged = pa.concat_tables([pq.read_table(p) for p in small], promote_options="default")
-                df = merged.to_pandas()
-                df = df.sort_values("_v", ascending=False, kind="stable").drop_duplicates(subset=key, keep="first")
-                self._write_part(d, pa.Table.from_pandas(df, schema=TABLES[table].arrow_schema, preserve_index=False))
+                self._write_part(d, newest_per_key(merged, key))
                 for p in small:
                     with contextlib.suppress(FileNotFoundError):
                         p.unlink()
