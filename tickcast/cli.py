@@ -31,6 +31,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
     try:
         store.ensure_schema()
         out = store.raw(args.query, args.format)
+    except Exception as e:  # noqa: BLE001 - a query error is the user's, show it plainly
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"tickcast sql: {first[:500]}", file=sys.stderr)
+        return 1
     finally:
         store.close()
     text = out.decode() if isinstance(out, bytes) else out

@@ -37,6 +37,9 @@ import pyarrow.parquet as pq
 from tickcast.stores.tables import TABLES
 
 
+RAW_SETTINGS = {"output_format_json_escape_forward_slashes": 0}  # "BTC/USD", not "BTC\\/USD"
+
+
 class StoreError(RuntimeError):
     """The offline store cannot do what was asked; the message says why."""
 
@@ -65,7 +68,7 @@ class OfflineStore(ABC):
 
     def raw(self, sql: str, fmt: str = "Pretty") -> bytes:
         """The result in a ClickHouse output format (CSV, JSONEachRow, Pretty, TSV, …)."""
-        return bytes(self._retry(lambda: self._client().raw_query(sql, fmt=fmt)))
+        return bytes(self._retry(lambda: self._client().raw_query(sql, fmt=fmt, settings=RAW_SETTINGS)))
 
     def _client(self) -> Any:
         raise NotImplementedError
@@ -242,7 +245,7 @@ class ClickHouseStore(OfflineStore):
 
     def raw(self, sql: str, fmt: str = "Pretty") -> bytes:
         with self._lock:
-            return bytes(self._c.raw_query(sql, fmt=fmt))
+            return bytes(self._c.raw_query(sql, fmt=fmt, settings=RAW_SETTINGS))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
