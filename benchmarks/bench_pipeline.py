@@ -4,6 +4,8 @@ Measures, in the same run and on the same file:
   * full   — ``python -m bytewax.run dataflows.features`` with TICKCAST_SOURCE=replay:
              parse -> candles -> features -> offline store (Parquet lake) + online store
              (a real Valkey server), 1 worker;
+  * full, learning off — the same with TICKCAST_ONLINE_MODEL=off (the cost of online
+             learning: the target is at most a 20 % drop);
   * minimal — ``benchmarks/minimal_flow.py``: the same parser, Bytewax fold_window
              OHLC, no features, no sinks (the reference).
 Prints trades/s of both and the ratio full/minimal. Both timings are whole
@@ -61,11 +63,13 @@ def main() -> None:
     base.update(TICKCAST_WINDOW_SECONDS=str(args.window), TICKCAST_SYMBOLS="BTC/USD,ETH/USD",
                 TICKCAST_REDIS_URL=redis_url, TICKCAST_DATA_DIR=str(work))
     try:
-        full_t, min_t = [], []
+        full_t, min_t, off_t = [], [], []
         for i in range(args.repeat):
             lake = work / f"offline{i}"
             env = dict(base, TICKCAST_SOURCE=f"replay:{replay}", TICKCAST_CLICKHOUSE_URL=f"chdb://{lake}")
             full_t.append(timed([sys.executable, "-m", "bytewax.run", "dataflows.features"], env))
+            env_off = dict(env, TICKCAST_ONLINE_MODEL="off", TICKCAST_CLICKHOUSE_URL=f"chdb://{lake}-off")
+            off_t.append(timed([sys.executable, "-m", "bytewax.run", "dataflows.features"], env_off))
             store = open_offline(f"chdb://{lake}", read_only=True)
             n = store.query("SELECT sum(trades), count() FROM candles").result_rows[0]
             nf = store.query("SELECT count() FROM features").result_rows[0][0]
@@ -74,9 +78,11 @@ def main() -> None:
                 raise SystemExit(f"full pipeline counted {n[0]} trades, expected {args.trades}")
             env = dict(base, BENCH_REPLAY=str(replay))
             min_t.append(timed([sys.executable, "-m", "bytewax.run", "benchmarks.minimal_flow"], env))
-        full, ref = min(full_t), min(min_t)
+        full, ref, off = min(full_t), min(min_t), min(off_t)
         print(f"full pipeline   : {full:6.2f} s  {args.trades / full:10,.0f} trades/s  "
-              f"({n[1]:,} candles, {nf:,} feature rows written)")
+              f"({n[1]:,} candles, {nf:,} feature rows written, online learning on)")
+        print(f"learning off    : {off:6.2f} s  {args.trades / off:10,.0f} trades/s  "
+              f"(throughput drop with learning on: {1 - off / full:.1%}; target <= 20 %)")
         print(f"minimal Bytewax : {ref:6.2f} s  {args.trades / ref:10,.0f} trades/s  (parse+window+OHLC, no sinks)")
         print(f"ratio full/minimal throughput: {ref / full:.2f}   (targets: >= 100,000 trades/s, ratio >= 0.6)")
     finally:

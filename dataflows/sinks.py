@@ -16,12 +16,22 @@ import logging
 import time
 from typing import Any
 
-from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 
 from tickcast.config import Settings
 from tickcast.pipeline import StepOutput
 from tickcast.stores.offline import open_offline
-from tickcast.stores.tables import candles_to_arrow, dead_letters_to_arrow, features_to_arrow, rows_to_arrow
+from tickcast.stores.tables import (
+    candles_to_arrow,
+    dead_letters_to_arrow,
+    features_to_arrow,
+    rows_to_arrow,
+)
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ class DatasetError(ValueError):
 
 def load_features(store: Any, symbols: list[str] | None, since_us: int | None, until_us: int | None) -> pd.DataFrame:
     """Feature rows from the offline store, sorted by (symbol, ts)."""
-    where, params = [], {}
+    where: list[str] = []
+    params: dict[str, Any] = {}
     if symbols:
         where.append("symbol IN {symbols:Array(String)}")
         params["symbols"] = symbols

@@ -28,6 +28,7 @@ never executed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -244,10 +245,9 @@ class ModelRegistry:
             if (name, v) in pinned:
                 continue
             for ext in (".json", ".pkl"):  # manifest first: the version disappears atomically
-                try:
-                    self._io(lambda ext=ext: self.fs.rm_file(self._p("models", name, v + ext)))
-                except FileNotFoundError:
-                    pass
+                path = self._p("models", name, v + ext)
+                with contextlib.suppress(FileNotFoundError):
+                    self._io(lambda path=path: self.fs.rm_file(path))
             removed += 1
         return removed
 

@@ -36,7 +36,6 @@ import pandas as pd
 from models.dataset import DatasetError, build_dataset, fingerprint, input_columns, load_features
 from models.evaluation import diebold_mariano, score, train_test_split_embargo
 from models.predictor import Predictor
-from tickcast.model_inputs import price_from_return
 from tickcast.schema import FeatureRow, us_to_iso
 
 MIN_ROWS = 300
@@ -197,7 +196,7 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
     h_steps = max(1, h_us // w_us)
     p_err = price - actual
     p_mae = float(np.mean(np.abs(p_err)))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, pred in preds.items():
         s = score(pred, actual, price, persistence_mae=p_mae)
         dm = diebold_mariano(pred - actual, p_err, h_steps) if name != "persistence" else {"dm_stat": 0.0, "p_value": 1.0}

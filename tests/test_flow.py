@@ -86,8 +86,8 @@ def assert_matches_batch(lake: Path, expected: StepOutput) -> None:
     assert len(exp_p) > 0
     assert [tuple(r) for r in preds] == exp_p
     exp_c = sorted(
-        ((c.symbol, c.window_start_us, c.window_end_us, c.open, c.high, c.low, c.close, c.volume, c.vwap,
-          c.trades, c.buy_volume, c.sell_volume) for c in expected.candles))
+        (c.symbol, c.window_start_us, c.window_end_us, c.open, c.high, c.low, c.close, c.volume, c.vwap,
+          c.trades, c.buy_volume, c.sell_volume) for c in expected.candles)
     assert len(candles) == len(exp_c)
     assert [tuple(r) for r in candles] == exp_c
     exp_f = sorted(expected.features, key=lambda f: (f.symbol, f.ts_us))

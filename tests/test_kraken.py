@@ -193,7 +193,7 @@ def test_decimal_literals_round_trip_exactly(d: Decimal) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),  # noqa: DTZ001 - naive bounds
        st.integers(min_value=-23 * 60, max_value=23 * 60), st.sampled_from(["T", " ", "t"]))
 def test_rfc3339_agrees_with_datetime(naive: datetime, offset_min: int, sep: str) -> None:
     tz = timezone(timedelta(minutes=offset_min))

@@ -16,7 +16,12 @@ import redis
 from tickcast.schema import Candle, DeadLetter, FeatureRow
 from tickcast.stores.offline import ClickHouseStore, LakeStore, open_offline
 from tickcast.stores.online import OnlineStore, StoreUnavailable
-from tickcast.stores.tables import TABLES, candles_to_arrow, dead_letters_to_arrow, features_to_arrow
+from tickcast.stores.tables import (
+    TABLES,
+    candles_to_arrow,
+    dead_letters_to_arrow,
+    features_to_arrow,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -52,8 +52,15 @@ def _leap(y: int) -> bool:
     return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
 
 
+_last_minute: tuple[str, int] = ("", 0)  # (YYYY-MM-DDTHH:MM, its µs) of the previous call
+
+
 def parse_rfc3339_us(s: str) -> int:
     """RFC 3339 timestamp -> integer microseconds since the Unix epoch (UTC).
+
+    Fast path for Kraken's own form ``YYYY-MM-DDTHH:MM:SS.ffffffZ``: the minute prefix
+    is validated once and cached (consecutive trades share it), so most calls only
+    convert seconds and microseconds.
 
     Fractional digits beyond 6 are truncated. Raises ``ValueError`` naming the problem.
 
@@ -62,8 +69,24 @@ def parse_rfc3339_us(s: str) -> int:
     >>> parse_rfc3339_us("2026-07-08T01:00:04.590753+02:00")
     1783465204590753
     """
+    global _last_minute
     if not isinstance(s, str):
         raise ValueError(f"timestamp must be a string; got {type(s).__name__}")
+    n = len(s)
+    if n == 27 and s[26] == "Z" and s[19] == "." and s[16] == ":":
+        prefix, base = _last_minute
+        sec, frac = s[17:19], s[20:26]
+        if s[:16] == prefix and sec.isascii() and sec.isdigit() and frac.isascii() and frac.isdigit():
+            secs = int(sec)
+            if secs <= 59:
+                return base + secs * 1_000_000 + int(frac)
+        value = _parse_rfc3339_slow(s)
+        _last_minute = (s[:16], value - value % 60_000_000)
+        return value
+    return _parse_rfc3339_slow(s)
+
+
+def _parse_rfc3339_slow(s: str) -> int:
     n = len(s)
     if n < 19 or s[4] != "-" or s[7] != "-" or s[10] not in "Tt " or s[13] != ":" or s[16] != ":":
         raise ValueError(f"timestamp {s[:40]!r} is not RFC 3339 (YYYY-MM-DDTHH:MM:SS[.f]Z)")
@@ -140,7 +163,31 @@ def _positive_number(e: dict[str, Any], field: str) -> float | str:
 
 
 def _trade(e: Any) -> Trade | str:
-    """One element of a trade message's ``data`` -> Trade, or the reason it is not one."""
+    """One element of a trade message's ``data`` -> Trade, or the reason it is not one.
+
+    The fast path checks everything in one expression; only a failure pays for the
+    field-by-field diagnosis."""
+    if type(e) is dict:
+        try:
+            sym, side, price, qty = e["symbol"], e["side"], e["price"], e["qty"]
+            tid, ts = e["trade_id"], e["timestamp"]
+        except KeyError:
+            return _diagnose(e)
+        ot = e.get("ord_type", "")
+        tp, tq = type(price), type(qty)
+        if (type(sym) is str and sym and (side == "buy" or side == "sell")
+                and (tp is float or tp is int) and (tq is float or tq is int)
+                and 0 < price <= MAX_NUMBER and 0 < qty <= MAX_NUMBER
+                and type(tid) is int and tid >= 0 and type(ts) is str and type(ot) is str):
+            try:
+                return Trade(sym, tid, parse_rfc3339_us(ts), float(price), float(qty), side, ot)
+            except ValueError as err:
+                return f"trade.timestamp: {err}"
+    return _diagnose(e)
+
+
+def _diagnose(e: Any) -> Trade | str:
+    """The precise reason an element is not a trade (slow path)."""
     if type(e) is not dict:
         return f"trade entry must be an object; got {_describe(e)}"
     sym = e.get("symbol", _MISSING)

@@ -124,7 +124,7 @@ class OnlineLearner:
         self.label_sq = 0.0  # running second moment of labels (bps^2), for clipping
         self.clip_sigmas = clip_sigmas
         self.snapshot_every = snapshot_every
-        self.detector = drift.ADWIN()
+        self.detector = drift.ADWIN()  # type: ignore[no-untyped-call]
         self.drifts = 0
         self.last_ts_us: int | None = None
 
@@ -148,7 +148,7 @@ class OnlineLearner:
             out.metrics.append({"symbol": self.symbol, "ts_us": ts_us, "model_name": name,
                                 "horizon_seconds": self.horizon_seconds, **st.row()})
         residual = abs(y - p.predicted_bps)
-        self.detector.update(residual)
+        self.detector.update(residual)  # type: ignore[no-untyped-call]
         if self.detector.drift_detected:
             self.drifts += 1
             out.drift_events.append({

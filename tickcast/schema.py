@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 US_PER_S: Final = 1_000_000
 SIDES: Final = frozenset({"buy", "sell"})
@@ -50,9 +50,11 @@ def us_to_iso(us: int) -> str:
     return us_to_dt(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-@dataclass(frozen=True, slots=True)
-class Trade:
-    """One executed trade, normalised from any source (live, REST, CSV, simulator)."""
+class Trade(NamedTuple):
+    """One executed trade, normalised from any source (live, REST, CSV, simulator).
+
+    A NamedTuple: immutable and the cheapest record Python builds (the pipeline makes
+    one per trade, so this is on the hot path)."""
 
     symbol: str  # Kraken v2 symbol, e.g. "BTC/USD"
     trade_id: int  # per-symbol sequence number from Kraken

@@ -36,7 +36,6 @@ import pyarrow.parquet as pq
 
 from tickcast.stores.tables import TABLES
 
-
 RAW_SETTINGS = {"output_format_json_escape_forward_slashes": 0}  # "BTC/USD", not "BTC\\/USD"
 
 
@@ -87,9 +86,9 @@ def newest_per_key(t: pa.Table, key: list[str]) -> pa.Table:
     first = None
     for k in key:
         col = t.column(k).combine_chunks()
-        neq = pc.not_equal(col.slice(1), col.slice(0, len(col) - 1))
-        first = neq if first is None else pc.or_(first, neq)
-    keep = pa.concat_arrays([pa.array([True]), first])  # type: ignore[list-item]
+        neq = pc.not_equal(col.slice(1), col.slice(0, len(col) - 1))  # type: ignore[attr-defined]
+        first = neq if first is None else pc.or_(first, neq)  # type: ignore[attr-defined]
+    keep = pa.concat_arrays([pa.array([True]), first])
     return t.filter(keep)
 
 
@@ -138,7 +137,7 @@ class LakeStore(OfflineStore):
     def _write_part(d: Path, data: pa.Table) -> Path:
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = d / f".tmp-{name}.partial"  # not *.parquet: invisible to readers and compaction
-        pq.write_table(data, tmp, compression="zstd")
+        pq.write_table(data, tmp, compression="zstd")  # type: ignore[no-untyped-call]
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -161,7 +160,8 @@ class LakeStore(OfflineStore):
                 small = sorted(p for p in d.glob("*.parquet") if _size(p) < self.small_part_bytes)
                 if len(small) < 2:
                     return 0
-                merged = pa.concat_tables([pq.read_table(p) for p in small], promote_options="default")
+                parts = [pq.read_table(p) for p in small]  # type: ignore[no-untyped-call]
+                merged = pa.concat_tables(parts, promote_options="default")
                 self._write_part(d, newest_per_key(merged, key))
                 for p in small:
                     with contextlib.suppress(FileNotFoundError):
