@@ -156,7 +156,8 @@ class ModelRegistry:
 
     def save_payload(self, name: str, payload: bytes, meta: dict[str, Any]) -> str:
         """Publish an already-pickled model; returns the new version id."""
-        version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+        ns = time.time_ns()  # sortable: time to the nanosecond, then a random tag
+        version = time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z-" + secrets.token_hex(3)
         self._put(self._p("models", name, version + ".pkl"), payload)
         manifest = {"name": name, "version": version, "sha256": hashlib.sha256(payload).hexdigest(),
                     "size": len(payload), "created_at": time.time(), "libraries": _lib_versions(),

@@ -27,7 +27,7 @@ TICKCAST = [sys.executable, "-m", "tickcast.cli"]
     ("MAX_FEATURE_AGE_SECONDS", "-1", "number >= 0"),
     ("ALLOWED_LATENESS_SECONDS", "nan", "number >= 0"),
     ("API_PORT", "70000", "TCP port"),
-    ("ONLINE_MODEL", "deep", "linear, arf, knn or off"),
+    ("ONLINE_MODEL", "deep", "linear, sgd, arf, knn or off"),
 ])
 def test_bad_values_name_variable_value_and_accepted(var: str, value: str, accepted: str) -> None:
     with pytest.raises(ConfigError) as e:

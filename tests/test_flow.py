@@ -128,6 +128,29 @@ def test_replay_stream_equals_batch_and_fills_online_store(
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(expected.candles) > 100 and len(expected.features) == len(expected.candles)
     assert_matches_batch(lake, expected)
+    store = open_offline(f"chdb://{lake}", read_only=True)
+    # realised error per prediction is one SQL join of predictions with the features at ts + horizon
+    joined = store.query(
+        "SELECT p.symbol, count(), avg(abs(p.predicted_price - f.close)), avg(abs(p.price_at_ts - f.close)) "
+        "FROM predictions AS p INNER JOIN features AS f ON f.symbol = p.symbol "
+        "AND f.ts = p.ts + toIntervalSecond(p.horizon_seconds) GROUP BY p.symbol ORDER BY p.symbol").result_rows
+    metrics = store.query("SELECT symbol, model_name, argMax(n, ts), argMax(mae, ts) FROM model_metrics "
+                          "GROUP BY symbol, model_name ORDER BY symbol, model_name").result_rows
+    store.close()
+    assert [r[0] for r in joined] == ["BTC/USD", "ETH/USD"]
+    by = {(m[0], m[1]): m for m in metrics}
+    for sym, n, mae_model, mae_pers in joined:
+        # the flow's progressive metrics are exactly the join's numbers
+        assert by[(sym, "river-linear")][2] == by[(sym, "persistence")][2] == n
+        assert abs(by[(sym, "river-linear")][3] - mae_model) < 1e-9 * mae_model
+        assert abs(by[(sym, "persistence")][3] - mae_pers) < 1e-9 * mae_pers
+    # the online model was snapshotted to the registry (file:// under the data dir)
+    from models.registry import registry_from_settings
+    from tickcast.config import Settings
+
+    reg = registry_from_settings(Settings.from_env({"TICKCAST_DATA_DIR": str(tmp_path)}))
+    model, manifest = reg.load("online-BTC_USD")
+    assert manifest["meta"]["samples_seen"] == 360 and hasattr(model, "predict_one")
     # online store: newest feature row per symbol
     client = redis.Redis.from_url(redis_db_url)
     for sym in ("BTC/USD", "ETH/USD"):

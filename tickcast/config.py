@@ -182,8 +182,8 @@ class Settings:
             raise _bad("API_PORT", str(api_port), "a TCP port 1-65535 (or 0 for a free one)")
 
         online_model = get("ONLINE_MODEL") or d.online_model
-        if online_model not in ("linear", "arf", "knn", "off"):
-            raise _bad("ONLINE_MODEL", online_model, "linear, arf, knn or off")
+        if online_model not in ("linear", "sgd", "arf", "knn", "off"):
+            raise _bad("ONLINE_MODEL", online_model, "linear, sgd, arf, knn or off")
 
         return cls(
             source=source,

@@ -30,15 +30,25 @@ from typing import Any
 from tickcast.model_inputs import model_inputs, price_from_return, target_bps
 from tickcast.schema import FeatureRow
 
-MODEL_KINDS = ("linear", "arf", "knn")
+MODEL_KINDS = ("linear", "sgd", "arf", "knn")
 BASELINES = ("persistence", "mean_last_10")
 
 
 def make_model(kind: str, seed: int = 42) -> Any:
-    """A fresh River regressor of the given kind (inputs scaled inside the pipeline)."""
+    """A fresh River regressor of the given kind, inputs standardised online.
+
+    ``linear`` (default) is River's Bayesian linear regression: an exact online ridge
+    with no learning rate to tune, whose predictions stay near zero until the data
+    support a signal. In our experiments (``tests/test_online.py`` setup, 3,000 labels)
+    it scored skill -0.018 on a pure random walk and +0.042 / +0.086 on planted
+    order-flow signals, against -0.21 / -0.21 for SGD linear regression (lr 0.005),
+    -0.06 / -0.006 for ARF (5 trees, 7x slower) and -0.08 / -0.09 for k-NN."""
     from river import linear_model, neighbors, optim, preprocessing
 
     if kind == "linear":
+        # beta = noise precision of the label: 60 s log-returns of ~8 bps -> 1/60 bps^-2
+        return preprocessing.StandardScaler() | linear_model.BayesianLinearRegression(alpha=1.0, beta=1 / 60)
+    if kind == "sgd":
         return preprocessing.StandardScaler() | linear_model.LinearRegression(
             optimizer=optim.SGD(0.005), intercept_lr=0.001, l2=1e-3
         )
