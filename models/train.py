@@ -65,14 +65,19 @@ def _log(cfg: TrainConfig, msg: str) -> None:
 
 
 def fit_lasso(X: np.ndarray, y: np.ndarray, cfg: TrainConfig, gap: int) -> tuple[Any, dict[str, Any]]:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LassoCV
     from sklearn.model_selection import TimeSeriesSplit
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), LassoCV(cv=TimeSeriesSplit(cfg.cv_folds, gap=gap), n_alphas=30,
+    model = make_pipeline(StandardScaler(), LassoCV(cv=TimeSeriesSplit(cfg.cv_folds, gap=gap), alphas=30,
                                                     random_state=cfg.seed, max_iter=5000))
-    model.fit(X, y)
+    with warnings.catch_warnings():  # weak signals leave tiny alphas unconverged; the CV still chooses
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
     lasso = model[-1]
     return model, {"alpha": float(lasso.alpha_), "nonzero_coefs": int(np.count_nonzero(lasso.coef_))}
 
@@ -246,8 +251,21 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
             report["promoted"] = {"name": None, "version": None, "candidate": version, "reason": reason}
     else:
         report["promoted"] = {"name": None, "version": None, "reason": "no registry configured"}
-    report["seconds"] = round(time.perf_counter() - t0, 2)
-    return report
+    _log(cfg, f"  done in {time.perf_counter() - t0:.1f} s")
+    return json_safe(report)  # type: ignore[no-any-return]
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN/inf are not JSON: report them as null."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    return obj
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -255,7 +273,9 @@ def format_table(report: dict[str, Any]) -> str:
              f"{report['test']['to']} ({report['test']['rows']:,} rows)",
              f"{'model':<14}{'MAE':>12}{'RMSE':>12}{'dir.acc':>9}{'skill':>9}{'DM p':>9}"]
     for r in report["models"]:
-        lines.append(f"{r['name']:<14}{r['mae']:>12.4f}{r['rmse']:>12.4f}{r['directional_accuracy']:>9.3f}"
+        dacc = r["directional_accuracy"]
+        dtxt = f"{dacc:>9.3f}" if dacc is not None and np.isfinite(dacc) else f"{'—':>9}"
+        lines.append(f"{r['name']:<14}{r['mae']:>12.4f}{r['rmse']:>12.4f}{dtxt}"
                      f"{r['skill_vs_persistence']:>9.4f}{r['dm_p_value']:>9.3g}")
     lines.append(f"→ {report['promoted']['reason']}")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ vectorised with numpy, and the symbols are merged in event-time order.
   gaps follow short gaps. With probability ``same_ts_prob`` a trade is one more fill
   of the previous taker order: same timestamp, side and order type (Kraken sends
   those in one message).
-* **Order flow is autocorrelated.** A new taker order repeats the previous order's
+* **Order flow is autocorrelated.** A new taker order copies the previous order's
   side with probability ``side_persistence``; otherwise its side is drawn from a
   slowly varying buy pressure (an Ornstein-Uhlenbeck log-odds with stationary
   standard deviation ``pressure_sd`` and time constant ``pressure_tau_s``), so the
@@ -87,7 +87,7 @@ class SimParams:
     burst_len: float = 40.0  # mean trades per burst
     calm_len: float = 80.0  # mean trades between bursts
     same_ts_prob: float = 0.25  # P(a trade is another fill of the previous taker order)
-    side_persistence: float = 0.5  # P(a new taker order repeats the previous order's side)
+    side_persistence: float = 0.5  # P(a new taker order copies the previous one's side)
     pressure_sd: float = 0.5  # stationary sd of the latent buy-pressure log-odds
     pressure_tau_s: float = 120.0  # its time constant
     median_notional: float = 300.0  # quote currency per trade, median
@@ -129,7 +129,9 @@ class TradeColumns(NamedTuple):
     side: np.ndarray  # int8
     ord_type: np.ndarray  # int8
 
-    def __len__(self) -> int:  # type: ignore[override]
+    @property
+    def size(self) -> int:
+        """The number of trades."""
         return int(self.ts_us.size)
 
     def to_trades(self, symbols: Sequence[str]) -> list[Trade]:
@@ -162,7 +164,7 @@ def _price_and_decimals(symbol: str) -> tuple[float, int]:
     u = (_symbol_hash(symbol) >> 11) / 2**53
     raw = 50.0 * 4.0**u
     dec = -round(math.log10(raw * 1e-4))
-    return _on_grid(np.array([raw]), dec, np.rint)[0], dec
+    return float(_on_grid(np.array([raw]), dec, np.rint)[0]), dec
 
 
 def _on_grid(x: np.ndarray, dec: int, how: Any) -> np.ndarray:
@@ -170,9 +172,9 @@ def _on_grid(x: np.ndarray, dec: int, how: Any) -> np.ndarray:
     literals (so they print as e.g. 59996.6, not 59996.600000000006)."""
     if dec >= 0:
         scale = 10.0**dec
-        return how(x * scale) / scale
+        return np.asarray(how(x * scale) / scale)
     scale = 10.0**-dec
-    return how(x / scale) * scale
+    return np.asarray(how(x / scale) * scale)
 
 
 def _linear_scan(a: np.ndarray, b: np.ndarray, x0: float) -> np.ndarray:
@@ -244,12 +246,12 @@ class _Stream:
         total, r0 = 0, st.regime
         while total < n:
             k = 2 * (int(n / mean_run) + 8)
-            reg = (r0 + np.arange(k)) % 2 if r0 == 0 else (1 - np.arange(k) % 2)
+            reg = (r0 + np.arange(k)) % 2
             lens = rng.geometric(1.0 / np.where(reg == 1, p.burst_len, p.calm_len))
             regs.append(reg)
             runs.append(lens)
             total += int(lens.sum())
-            r0 = int(reg[-1]) ^ 1
+            r0 = 1 - int(reg[-1])
         regime = np.repeat(np.concatenate(regs), np.concatenate(runs))[:n]
 
         # arrival times: continuation fills share the previous trade's timestamp
@@ -301,7 +303,7 @@ class _Stream:
         qty = np.maximum(np.round(notional / mid, 8), 1e-8)
 
         self.st = _SymState(
-            rng=rng.bit_generator.state, t_us=int(ts[-1]), log_mid=float(log_mid[-1]),
+            rng=dict(rng.bit_generator.state), t_us=int(ts[-1]), log_mid=float(log_mid[-1]),
             regime=int(regime[-1]), side=int(side[-1]), ord_type=int(ord_type[-1]),
             pressure=float(pressure[-1]), flow_num=float(num[-1]), flow_den=float(den[-1]),
             next_id=st.next_id + n)
@@ -351,8 +353,10 @@ class MarketSimulator:
     """Trades of several symbols, merged in event-time order (deterministic, resumable).
 
     ``start_us``: trades start strictly after this instant. Snapshots: :meth:`state`
-    returns plain Python values (a few hundred bytes per symbol) and
-    :meth:`from_state` resumes exactly; pickling uses the same state."""
+    returns plain Python values (about 1 kB per symbol; ``json``-serialisable with the
+    standard library, which keeps the 128-bit generator state exact) and
+    :meth:`from_state` resumes exactly; pickling uses the same state, so a pickled
+    simulator is small however many trades it has buffered."""
 
     def __init__(self, symbols: Sequence[str], seed: int, start_us: int = DEFAULT_START_US,
                  params: SimParams = SimParams()) -> None:
@@ -374,7 +378,7 @@ class MarketSimulator:
         ss = np.random.SeedSequence([self.seed, _symbol_hash(symbol)])
         rng = np.random.Generator(np.random.PCG64(ss))
         price, _ = _price_and_decimals(symbol)
-        return _SymState(rng=rng.bit_generator.state, t_us=self.start_us, log_mid=math.log(price),
+        return _SymState(rng=dict(rng.bit_generator.state), t_us=self.start_us, log_mid=math.log(price),
                          regime=0, side=int(rng.random() < 0.5), ord_type=0,
                          pressure=float(self.params.pressure_sd * rng.standard_normal()),
                          flow_num=0.0, flow_den=0.0, next_id=1)
@@ -413,6 +417,8 @@ class MarketSimulator:
         parts = []
         for i, s in enumerate(self._streams):
             k = _count_before(s, before_us)
+            if max_n is not None:
+                k = min(k, max_n)  # only a stream's first max_n trades can be among the first max_n
             lo = s.pos
             ts, price, qty, side, ord_type = (c[lo:lo + k] for c in s.cols)
             ids = np.arange(s.first_id + lo, s.first_id + lo + k, dtype=np.int64)
@@ -463,6 +469,7 @@ def _count_before(s: _Stream, before_us: int) -> int:
 
 _HEARTBEAT: Final = b'{"channel":"heartbeat"}\n'
 _MSG_HEAD: Final = b'{"channel":"trade","type":"update","data":['
+_REPLAY_BATCH: Final = 100_000  # trades formatted at a time
 
 
 def _tokens(a: np.ndarray, suffix: bytes = b"") -> list[bytes]:
@@ -471,8 +478,8 @@ def _tokens(a: np.ndarray, suffix: bytes = b"") -> list[bytes]:
     if a.size == 0:
         return []
     raw = orjson.dumps(a, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
-    if suffix:
-        raw = raw.replace(b",", suffix + b",") + suffix
+    if suffix:  # the suffix may hold commas: split on a byte no JSON number holds
+        return (raw.replace(b",", suffix + b"\x00") + suffix).split(b"\x00")
     return raw.split(b",")
 
 
@@ -484,7 +491,7 @@ def _format_trades(c: TradeColumns, symbols: Sequence[str], starts: np.ndarray, 
     lines go before it; ``prev_open``: the previous call left a message open (it is
     closed first); ``close_last``: close the last message. Pieces are joined by one
     ``bytes.join``: a message's closing bytes are written with the next trade's head."""
-    n = len(c)
+    n = c.size
     if n == 0:
         return b'"}]}\n' if prev_open and close_last else b""
     # head of a trade = what closes the previous trade + its own opening, by
@@ -511,7 +518,9 @@ def _format_trades(c: TradeColumns, symbols: Sequence[str], starts: np.ndarray, 
     uniq = sec[new_sec]
     prefix = np.array([b',"timestamp":"' + s.encode() + b"." for s in
                        np.datetime_as_string(uniq.astype("datetime64[s]"), unit="s").tolist()], dtype=object)
-    micro = _tokens(c.ts_us % 1_000_000 + 1_000_000, b"Z")  # "1xxxxxxZ": zero-padded after the 1
+    # microseconds zero-padded: print 1_000_000 + us and drop the leading "1"
+    raw = orjson.dumps(c.ts_us % 1_000_000 + 1_000_000, option=orjson.OPT_SERIALIZE_NUMPY)[2:-1]
+    micro = (raw.replace(b",1", b'Z,') + b"Z").split(b",")
     out = np.empty((n, 7), dtype=object)
     out[:, 0] = col_head
     out[:, 1] = _tokens(c.price, b',"qty":')
@@ -519,7 +528,7 @@ def _format_trades(c: TradeColumns, symbols: Sequence[str], starts: np.ndarray, 
     out[:, 3] = mids[c.ord_type]
     out[:, 4] = _tokens(c.trade_id)
     out[:, 5] = prefix[np.cumsum(new_sec) - 1]
-    out[:, 6] = [m[1:] for m in micro]
+    out[:, 6] = micro
     body = b"".join(out.ravel().tolist())
     return body + b'"}]}\n' if close_last else body
 
@@ -546,10 +555,10 @@ def write_replay(path: str | Path, n_trades: int, symbols: Sequence[str], seed: 
     sim = MarketSimulator(symbols, seed, start, params)
     conn_id = (_symbol_hash(f"tickcast-sim:{seed}") | (1 << 62)) & ((1 << 63) - 1)  # > 2^53, as Kraken's
     dumps = orjson.dumps
-    batch_n = 200_000
+    cap = max_trades_per_message or 0
     written = 0
-    last_sec = start // 1_000_000
-    carry: TradeColumns | None = None  # a (symbol, timestamp) run that may continue in the next batch
+    last_sec = start // 1_000_000  # event-time second of the last message written
+    prev: tuple[int, int, int] | None = None  # symbol, ts_us, position in its message
     with Path(path).open("wb") as f:
         f.write(dumps({"channel": "status", "type": "update", "data": [
             {"version": "2.0.10", "system": "online", "api_version": "v2", "connection_id": conn_id}]})
@@ -558,36 +567,31 @@ def write_replay(path: str | Path, n_trades: int, symbols: Sequence[str], seed: 
             f.write(dumps({"method": "subscribe", "result": {"channel": "trade", "snapshot": False, "symbol": s},
                            "success": True, "time_in": us_to_iso(start - 31), "time_out": us_to_iso(start)})
                     + b"\n")
-        while written < n_trades or carry is not None:
-            want = min(batch_n, n_trades - written)
-            new = sim.next_columns(want)
-            written += len(new)
-            c = new if carry is None else TradeColumns(*(np.concatenate(x) for x in zip(carry, new, strict=True)))
-            n = len(c)
-            if n == 0:
-                break
-            # message boundaries: a new (symbol, timestamp) run, or the size cap
-            brk = np.ones(n, dtype=bool)
-            brk[1:] = (c.symbol[1:] != c.symbol[:-1]) | (c.ts_us[1:] != c.ts_us[:-1])
-            if max_trades_per_message is not None:
-                first = np.flatnonzero(brk)
-                pos = np.arange(n) - first[np.cumsum(brk) - 1]
-                brk |= pos % max_trades_per_message == 0
-            last = int(np.flatnonzero(brk)[-1])
-            if written < n_trades and last > 0:  # hold back the last run: it may go on
-                carry = TradeColumns(*(x[last:] for x in c))
-                c = TradeColumns(*(x[:last] for x in c))
-                brk = brk[:last]
+        while written < n_trades:
+            c = sim.next_columns(min(_REPLAY_BATCH, n_trades - written))
+            n = c.size
+            written += n
+            # a message starts at a new (symbol, timestamp) run, or when it is full
+            starts = np.ones(n, dtype=bool)
+            starts[1:] = (c.symbol[1:] != c.symbol[:-1]) | (c.ts_us[1:] != c.ts_us[:-1])
+            if prev is not None:
+                starts[0] = (int(c.symbol[0]), int(c.ts_us[0])) != prev[:2]
+            if cap:
+                run_start = np.flatnonzero(starts)
+                pos = np.arange(n) - run_start[np.maximum(np.cumsum(starts) - 1, 0)]
+                if not starts[0]:  # the run began in the previous batch
+                    k = int(run_start[0]) if run_start.size else n
+                    pos[:k] = np.arange(k) + prev[2] + 1  # type: ignore[index]
+                starts |= pos % cap == 0
             else:
-                carry = None
-            ends = np.empty(len(c), dtype=bool)
-            ends[:-1] = brk[1:]
-            ends[-1] = True
-            sec = c.ts_us // 1_000_000
-            heartbeats = np.zeros(len(c), dtype=np.int64)
-            first = np.flatnonzero(brk)
-            msec = sec[first]
-            heartbeats[first] = np.diff(msec, prepend=last_sec)
-            last_sec = int(msec[-1])
-            f.write(_format_trades(c, sim.symbols, brk.astype(np.int64), ends, heartbeats))
+                pos = np.zeros(n, dtype=np.int64)
+            first = np.flatnonzero(starts)
+            heartbeats = np.zeros(n, dtype=np.int64)
+            if first.size:
+                msg_sec = c.ts_us[first] // 1_000_000
+                heartbeats[first] = np.diff(msg_sec, prepend=last_sec)
+                last_sec = int(msg_sec[-1])
+            f.write(_format_trades(c, sim.symbols, starts.astype(np.int64), prev is not None,
+                                   written >= n_trades, heartbeats))
+            prev = (int(c.symbol[-1]), int(c.ts_us[-1]), int(pos[-1]))
     return written
