@@ -1,0 +1,324 @@
+"""The inference API (Flask application factory).
+
+``gunicorn 'api:create_app()'`` or ``flask --app api run``.
+
+* ``GET /predict?symbol=BTC/USD[&model=production|online]`` — the newest feature row
+  from the online store (Redis) and the production model of that symbol from the
+  registry (alias ``production-<SYMBOL>``), cached in memory and re-checked every
+  ``MODEL_REFRESH_SECONDS``: a new production version is loaded by one request while
+  the others keep using the cached model, then swapped in atomically — no restart, no
+  failed request. ``model=online`` returns the online model's newest prediction,
+  made in the feature flow.
+* ``GET /health``, ``GET /metrics`` (Prometheus, per worker process),
+  ``GET /openapi.json``, ``GET /models``.
+
+Every error is JSON ``{"error": {"code", "message"}}`` with a real status: 400 bad
+request, 404 unknown symbol or route, 503 stale features / no model / store
+unreachable / rejected snapshot. Never a 500 with a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+
+from tickcast.config import ConfigError, Settings
+from tickcast.schema import us_to_iso
+
+log = logging.getLogger("tickcast.api")
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
+MODEL_REFRESH_SECONDS = 2.0
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class Loaded:
+    predictor: Any
+    name: str
+    version: str
+
+
+class ModelCache:
+    """Production models per symbol, hot-swapped when the registry alias moves."""
+
+    def __init__(self, registry: Any, refresh_s: float = MODEL_REFRESH_SECONDS) -> None:
+        self.registry = registry
+        self.refresh_s = refresh_s
+        self._models: dict[str, Loaded] = {}
+        self._checked: dict[str, float] = {}
+        self._errors: dict[str, str] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, symbol: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(symbol, threading.Lock())
+
+    def get(self, symbol: str) -> Loaded:
+        from models.registry import RegistryError, RegistryUnavailable, SnapshotRejected
+        from models.train import alias_for
+
+        cached = self._models.get(symbol)
+        now = time.monotonic()
+        if cached is not None and now - self._checked.get(symbol, 0) < self.refresh_s:
+            return cached
+        lock = self._lock(symbol)
+        if not lock.acquire(blocking=cached is None):
+            return cached  # type: ignore[return-value]  # another request is refreshing it
+        try:
+            cached = self._models.get(symbol)
+            if cached is not None and time.monotonic() - self._checked.get(symbol, 0) < self.refresh_s:
+                return cached
+            try:
+                alias = self.registry.get_alias(alias_for(symbol))
+                if alias is None:
+                    raise ApiError(503, "no_model", f"no production model for {symbol} yet "
+                                   f"(registry alias {alias_for(symbol)} is not set; run tickcast train)")
+                if cached is None or cached.version != alias["version"]:
+                    predictor, manifest = self.registry.load(alias["name"], alias["version"])
+                    cached = Loaded(predictor, manifest["meta"].get("model", predictor.name), alias["version"])
+                    self._models[symbol] = cached
+                self._errors.pop(symbol, None)
+            except SnapshotRejected as e:
+                self._errors[symbol] = str(e)
+                if cached is None:
+                    raise ApiError(503, "model_rejected", f"the production model of {symbol} was refused: {e}") from e
+                log.error("keeping %s@%s: new production snapshot refused: %s", symbol, cached.version, e)
+            except RegistryUnavailable as e:
+                self._errors[symbol] = str(e)
+                if cached is None:
+                    raise ApiError(503, "registry_unavailable", str(e)) from e
+            except RegistryError as e:
+                self._errors[symbol] = str(e)
+                if cached is None:
+                    raise ApiError(503, "no_model", str(e)) from e
+            self._checked[symbol] = time.monotonic()
+            return cached
+        finally:
+            lock.release()
+
+    def errors(self) -> dict[str, str]:
+        return dict(self._errors)
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "tickcast inference API", "version": "1.0.0",
+             "description": "Predicts crypto prices TICKCAST_HORIZON_SECONDS ahead from Kraken trades."},
+    "paths": {
+        "/predict": {"get": {
+            "summary": "Predicted price at as_of + horizon",
+            "parameters": [
+                {"name": "symbol", "in": "query", "required": True,
+                 "schema": {"type": "string", "pattern": SYMBOL_RE.pattern}, "example": "BTC/USD"},
+                {"name": "model", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["production", "online"], "default": "production"}},
+            ],
+            "responses": {
+                "200": {"description": "prediction", "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/Prediction"}}}},
+                "400": {"$ref": "#/components/responses/Error"},
+                "404": {"$ref": "#/components/responses/Error"},
+                "503": {"$ref": "#/components/responses/Error"},
+            }}},
+        "/health": {"get": {"summary": "Each dependency's state", "responses": {
+            "200": {"description": "healthy", "content": {"application/json": {"schema": {"type": "object"}}}},
+            "503": {"description": "a dependency is down",
+                    "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+            "200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/models": {"get": {"summary": "Registry listing", "responses": {
+            "200": {"description": "models and aliases",
+                    "content": {"application/json": {"schema": {"type": "object"}}}},
+            "503": {"$ref": "#/components/responses/Error"}}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {
+            "200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+    },
+    "components": {
+        "schemas": {
+            "Prediction": {"type": "object", "required": [
+                "symbol", "predicted_price", "horizon_seconds", "as_of", "feature_age_seconds", "model"],
+                "properties": {
+                    "symbol": {"type": "string"}, "predicted_price": {"type": "number"},
+                    "horizon_seconds": {"type": "integer"}, "as_of": {"type": "string", "format": "date-time"},
+                    "feature_age_seconds": {"type": "number"}, "price_at_as_of": {"type": "number"},
+                    "model": {"type": "object", "required": ["name", "version"], "properties": {
+                        "name": {"type": "string"}, "version": {"type": "string"}}}}},
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+        },
+        "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/Error"}}}}},
+    },
+}
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Application factory. ``test_config`` may hold ``settings`` (a Settings),
+    ``env`` (a mapping read instead of os.environ) and ``model_refresh_seconds``."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+    from models.registry import RegistryError, RegistryUnavailable, registry_from_settings
+    from tickcast.stores.online import OnlineStore, StoreUnavailable, open_online
+
+    cfg = dict(test_config or {})
+    try:
+        settings: Settings = cfg.get("settings") or Settings.from_env(cfg.get("env"))
+    except ConfigError as e:
+        raise SystemExit(f"tickcast: {e}") from None  # one line, not a traceback
+    app = Flask("tickcast")
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    online: OnlineStore = open_online(settings)
+    registry = registry_from_settings(settings)
+    models = ModelCache(registry, cfg.get("model_refresh_seconds", MODEL_REFRESH_SECONDS))
+    app.extensions["tickcast"] = {"settings": settings, "online": online, "registry": registry, "models": models}
+
+    metrics = CollectorRegistry()
+    latency = Histogram("tickcast_api_request_seconds", "request latency", ["route", "status"], registry=metrics,
+                        buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+    served = Counter("tickcast_predictions_served_total", "predictions served", ["symbol", "model"],
+                     registry=metrics)
+    age_g = Gauge("tickcast_feature_age_seconds", "age of the features used", ["symbol"], registry=metrics)
+    version_g = Gauge("tickcast_model_info", "model serving a symbol (value 1)", ["symbol", "name", "version"],
+                      registry=metrics)
+
+    def fail(status: int, code: str, message: str) -> tuple[Response, int]:
+        return jsonify({"error": {"code": code, "message": message}}), status
+
+    @app.errorhandler(ApiError)
+    def _api_error(e: ApiError) -> tuple[Response, int]:
+        return fail(e.status, e.code, e.message)
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_down(e: StoreUnavailable) -> tuple[Response, int]:
+        return fail(503, "store_unavailable", str(e))
+
+    @app.errorhandler(RegistryUnavailable)
+    def _registry_down(e: RegistryUnavailable) -> tuple[Response, int]:
+        return fail(503, "registry_unavailable", str(e))
+
+    @app.errorhandler(404)
+    def _not_found(e: Exception) -> tuple[Response, int]:
+        return fail(404, "not_found", f"no route {request.path}; see /openapi.json")
+
+    @app.errorhandler(405)
+    def _method(e: Exception) -> tuple[Response, int]:
+        return fail(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}")
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception) -> tuple[Response, int]:
+        if hasattr(e, "code") and isinstance(getattr(e, "code", None), int) and e.code < 500:  # type: ignore[attr-defined]
+            return fail(e.code, "bad_request", str(e))  # type: ignore[attr-defined]
+        log.exception("unexpected error on %s", request.path)
+        return fail(503, "internal_unavailable", f"{type(e).__name__}: the request could not be served; "
+                    "see the server log")
+
+    @app.before_request
+    def _start() -> None:
+        g.t0 = time.perf_counter()
+
+    @app.after_request
+    def _observe(resp: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        latency.labels(route, str(resp.status_code)).observe(time.perf_counter() - g.get("t0", time.perf_counter()))
+        return resp
+
+    known = set(settings.symbols)
+
+    @app.get("/predict")
+    def predict() -> Any:
+        symbol = request.args.get("symbol", "")
+        which = request.args.get("model", "production")
+        if not symbol:
+            raise ApiError(400, "bad_request", "query parameter 'symbol' is required, e.g. ?symbol=BTC/USD")
+        if not SYMBOL_RE.match(symbol):
+            raise ApiError(400, "bad_request", f"symbol must look like BTC/USD (Kraken v2); got {symbol[:40]!r}")
+        if which not in ("production", "online"):
+            raise ApiError(400, "bad_request", f"model must be 'production' or 'online'; got {which[:40]!r}")
+        feats = online.get_features(symbol)
+        if feats is None:
+            if symbol not in known:
+                raise ApiError(404, "unknown_symbol", f"{symbol} is not served here; symbols: {', '.join(sorted(known))}")
+            raise ApiError(503, "no_features", f"no features for {symbol} yet: is the feature pipeline running?")
+        ts_us = int(feats.pop("ts_us"))
+        age = max(0.0, time.time() - ts_us / 1e6)
+        age_g.labels(symbol).set(age)
+        max_age = settings.max_feature_age_seconds
+        if max_age > 0 and age > max_age:
+            raise ApiError(503, "stale_features", f"the newest features of {symbol} are {age:.1f} s old "
+                           f"(limit TICKCAST_MAX_FEATURE_AGE_SECONDS={max_age:g})")
+        version = feats.pop("feature_set_version", "")
+        close = float(feats.pop("close"))
+        if which == "online":
+            p = online.get_prediction(symbol)
+            if p is None:
+                raise ApiError(503, "no_prediction", f"the online model has no prediction for {symbol} yet")
+            served.labels(symbol, "online").inc()
+            return jsonify({"symbol": symbol, "predicted_price": float(p["predicted_price"]),
+                            "horizon_seconds": int(p.get("horizon_seconds", settings.horizon_seconds)),
+                            "as_of": us_to_iso(int(p["ts_us"])),
+                            "feature_age_seconds": round(max(0.0, time.time() - int(p["ts_us"]) / 1e6), 3),
+                            "price_at_as_of": float(p.get("price_at_ts", "nan")),
+                            "model": {"name": p.get("model_name", "online"), "version": p.get("model_version", "")}})
+        m = models.get(symbol)
+        pred = m.predictor
+        if pred.feature_set_version != version:
+            raise ApiError(503, "feature_version_mismatch",
+                           f"the model was trained on features {pred.feature_set_version} but the online store "
+                           f"holds {version or 'unknown'}; retrain or restart the pipeline with the same window")
+        from models.predictor import PredictionError
+
+        try:
+            price, _ = pred.predict_price(close, feats)
+        except PredictionError as e:
+            raise ApiError(503, "features_not_ready", f"{symbol}: {e}") from e
+        except Exception as e:  # a model raising must not become a 500
+            log.exception("model %s@%s raised", m.name, m.version)
+            raise ApiError(503, "model_error", f"model {m.name}@{m.version} failed: {type(e).__name__}") from e
+        served.labels(symbol, "production").inc()
+        version_g.labels(symbol, m.name, m.version).set(1)
+        return jsonify({"symbol": symbol, "predicted_price": price, "horizon_seconds": pred.horizon_seconds,
+                        "as_of": us_to_iso(ts_us), "feature_age_seconds": round(age, 3), "price_at_as_of": close,
+                        "model": {"name": m.name, "version": m.version}})
+
+    @app.get("/health")
+    def health() -> Any:
+        deps: dict[str, Any] = {"online_store": {"ok": online.ping()}}
+        try:
+            registry.list_aliases()
+            deps["registry"] = {"ok": True, "errors": models.errors()}
+        except RegistryError as e:
+            deps["registry"] = {"ok": False, "error": str(e)}
+        ok = all(d["ok"] for d in deps.values())
+        return jsonify({"status": "ok" if ok else "degraded", "dependencies": deps}), 200 if ok else 503
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json")
+    def openapi() -> Any:
+        return jsonify(OPENAPI)
+
+    @app.get("/models")
+    def list_models() -> Any:
+        out = {"aliases": registry.list_aliases(), "models": {}}
+        for name in registry.list_models():
+            out["models"][name] = [{"version": m["version"], "created_at": m["created_at"],
+                                    "model_kind": m["meta"].get("model_kind"), "metrics": m["meta"].get("metrics")}
+                                   for m in registry.list_versions(name)[:20]]
+        return jsonify(out)
+
+    return app

@@ -177,18 +177,17 @@ def _on_grid(x: np.ndarray, dec: int, how: Any) -> np.ndarray:
     return np.asarray(how(x / scale) * scale)
 
 
-def _linear_scan(a: np.ndarray, b: np.ndarray, x0: float) -> np.ndarray:
-    """``x[i] = a[i] * x[i-1] + b[i]`` with ``x[-1] = x0``, vectorised; ``0 < a <= 1``.
+def _linear_scan(decay: np.ndarray, b: np.ndarray, x0: float) -> np.ndarray:
+    """``x[i] = exp(-decay[i]) * x[i-1] + b[i]`` with ``x[-1] = x0``, vectorised; ``decay >= 0``.
 
-    Computes ``A_i * (x0 + cumsum(b / A))`` with ``A`` the running product of ``a``,
-    rebased every e^-500 of decay so nothing overflows (a single step decays by at
+    Computes ``A_i * (x0 + cumsum(b / A))`` with ``A`` the running product of the
+    factors, rebased every e^-500 so nothing overflows (a single step decays by at
     most e^-50, which forgets the past anyway)."""
-    n = a.size
+    n = decay.size
     out = np.empty(n)
     if n == 0:
         return out
-    decay = np.minimum(-np.log(a), _MAX_DECAY)
-    cum = np.cumsum(decay)
+    cum = np.cumsum(np.minimum(decay, _MAX_DECAY))
     seg = (cum // 500.0).astype(np.int64)
     bounds = [0, *(np.flatnonzero(np.diff(seg)) + 1).tolist(), n]
     x = x0
@@ -268,9 +267,9 @@ class _Stream:
         dts = dt_us * 1e-6
 
         # latent buy pressure (OU in log-odds), then sides with persistence
-        a = np.exp(-dts / p.pressure_tau_s)
-        noise = p.pressure_sd * np.sqrt(1 - a * a) * rng.standard_normal(n)
-        pressure = _linear_scan(a, noise, st.pressure)
+        decay = dts / p.pressure_tau_s
+        noise = p.pressure_sd * np.sqrt(-np.expm1(-2 * decay)) * rng.standard_normal(n)
+        pressure = _linear_scan(decay, noise, st.pressure)
         prob_buy = 1.0 / (1.0 + np.exp(-pressure))
         fresh = ~cont & (rng.random(n) >= p.side_persistence)
         fresh_side = (rng.random(n) < prob_buy).astype(np.int8)
@@ -280,9 +279,9 @@ class _Stream:
         # sizes, order-flow imbalance (notional-weighted EMA) and the mid
         notional = p.median_notional * np.exp(p.size_sigma * rng.standard_normal(n))
         sign = 2.0 * side - 1.0
-        a = np.exp(-dts / p.flow_tau_s)
-        num = _linear_scan(a, sign * notional, st.flow_num)
-        den = _linear_scan(a, notional, st.flow_den)
+        decay = dts / p.flow_tau_s
+        num = _linear_scan(decay, sign * notional, st.flow_num)
+        den = _linear_scan(decay, notional, st.flow_den)
         prev_num = np.concatenate(([st.flow_num], num[:-1]))
         prev_den = np.concatenate(([st.flow_den], den[:-1]))
         ofi_before = np.divide(prev_num, prev_den, out=np.zeros(n), where=prev_den > 0)

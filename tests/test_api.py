@@ -1,0 +1,219 @@
+"""The inference API against a real Valkey server and a real registry (file and S3)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+
+from api import create_app
+from models.predictor import Predictor
+from models.registry import ModelRegistry
+from tickcast.config import Settings
+from tickcast.features import FEATURE_NAMES
+from tickcast.model_inputs import model_inputs
+from tickcast.schema import FeatureRow
+from tickcast.stores.online import OnlineStore
+
+KEY = "api-test-key"
+INPUTS = list(model_inputs(100.0, {n: 1.0 for n in FEATURE_NAMES}) or {})
+
+
+def predictor(bias_bps: float, version: str = "fs1-w10s") -> Predictor:
+    X = np.zeros((10, len(INPUTS)))
+    est = Ridge().fit(X, np.full(10, bias_bps))  # predicts exactly bias_bps
+    return Predictor("ridge", "sklearn", INPUTS, est, version, 60)
+
+
+class Exploding:
+    def predict(self, X: Any) -> Any:
+        raise RuntimeError("boom")
+
+
+def feature_row(symbol: str = "BTC/USD", age_s: float = 1.0, close: float = 60000.0) -> FeatureRow:
+    vals = {n: 0.001 for n in FEATURE_NAMES}
+    vals.update(ema_12=close, ema_26=close, rsi_14=55.0)
+    return FeatureRow(symbol, int((time.time() - age_s) * 1e6), close, vals, "fs1-w10s")
+
+
+@pytest.fixture(params=["file", "s3"])
+def env(request: pytest.FixtureRequest, tmp_path: Path, redis_db_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.setenv("TICKCAST_REGISTRY_KEY", KEY)
+    if request.param == "file":
+        store = f"file://{tmp_path / 'models'}"
+    else:
+        for k, v in request.getfixturevalue("s3_server").items():
+            monkeypatch.setenv(k, v)
+        bucket = "api-" + uuid.uuid4().hex[:8]
+        store = f"s3://{bucket}/reg"
+        ModelRegistry(store, KEY.encode()).fs.mkdir(bucket)
+    settings = Settings.from_env({"TICKCAST_REDIS_URL": redis_db_url, "TICKCAST_DATA_DIR": str(tmp_path),
+                                  "TICKCAST_MODEL_STORE": store})
+    return {"settings": settings, "registry": ModelRegistry(store, KEY.encode()),
+            "online": OnlineStore(redis_db_url)}
+
+
+def publish(reg: ModelRegistry, p: Predictor, symbol: str = "BTC/USD") -> str:
+    name = "batch-" + symbol.replace("/", "_")
+    v = reg.save(name, p, {"model": p.name})
+    reg.set_alias("production-" + symbol.replace("/", "_"), name, v, "test")
+    return v
+
+
+def client(env: dict[str, Any], refresh: float = 0.0) -> Any:
+    return create_app({"settings": env["settings"], "model_refresh_seconds": refresh}).test_client()
+
+
+def test_predict_happy_path(env: dict[str, Any]) -> None:
+    v = publish(env["registry"], predictor(10.0))
+    env["online"].put_features([feature_row()])
+    r = client(env).get("/predict?symbol=BTC/USD")
+    assert r.status_code == 200, r.json
+    body = r.json
+    assert set(body) >= {"symbol", "predicted_price", "horizon_seconds", "as_of", "feature_age_seconds", "model"}
+    assert body["model"] == {"name": "ridge", "version": v} and body["horizon_seconds"] == 60
+    assert body["predicted_price"] == pytest.approx(60000.0 * np.exp(10 / 1e4))
+    assert 0.5 < body["feature_age_seconds"] < 30 and body["as_of"].endswith("Z")
+
+
+@pytest.mark.parametrize(("query", "status", "code"), [
+    ("", 400, "bad_request"), ("?symbol=", 400, "bad_request"), ("?symbol=btc-usd", 400, "bad_request"),
+    ("?symbol=BTC/USD&model=magic", 400, "bad_request"), ("?symbol=DOGE/EUR", 404, "unknown_symbol"),
+])
+def test_bad_requests(env: dict[str, Any], query: str, status: int, code: str) -> None:
+    r = client(env).get("/predict" + query)
+    assert r.status_code == status and r.json["error"]["code"] == code and r.json["error"]["message"]
+
+
+def test_errors_are_json_with_real_statuses(env: dict[str, Any]) -> None:
+    c = client(env)
+    r = c.get("/predict?symbol=BTC/USD")
+    assert (r.status_code, r.json["error"]["code"]) == (503, "no_features")
+    env["online"].put_features([feature_row(age_s=500)])
+    r = c.get("/predict?symbol=BTC/USD")
+    assert (r.status_code, r.json["error"]["code"]) == (503, "stale_features") and "500" in r.json["error"]["message"][:60]
+    env["online"].put_features([feature_row()])
+    r = c.get("/predict?symbol=BTC/USD")
+    assert (r.status_code, r.json["error"]["code"]) == (503, "no_model")
+    assert c.get("/nowhere").json["error"]["code"] == "not_found"
+    assert c.post("/predict?symbol=BTC/USD").status_code == 405
+
+
+def test_model_raising_and_version_mismatch_are_503(env: dict[str, Any]) -> None:
+    env["online"].put_features([feature_row()])
+    bad = predictor(1.0)
+    bad.estimator = Exploding()
+    publish(env["registry"], bad)
+    r = client(env).get("/predict?symbol=BTC/USD")
+    assert (r.status_code, r.json["error"]["code"]) == (503, "model_error")
+    publish(env["registry"], predictor(1.0, version="fs1-w60s"))
+    r = client(env).get("/predict?symbol=BTC/USD")
+    assert (r.status_code, r.json["error"]["code"]) == (503, "feature_version_mismatch")
+
+
+def test_corrupt_snapshot_is_refused(env: dict[str, Any]) -> None:
+    env["online"].put_features([feature_row()])
+    reg = env["registry"]
+    v = publish(reg, predictor(1.0))
+    p = reg._p("models", "batch-BTC_USD", v + ".pkl")
+    reg.fs.pipe_file(p, reg.fs.cat_file(p)[:-3] + b"xyz")
+    r = client(env).get("/predict?symbol=BTC/USD")
+    assert (r.status_code, r.json["error"]["code"]) == (503, "model_rejected")
+
+
+def test_online_model_prediction(env: dict[str, Any]) -> None:
+    env["online"].put_features([feature_row()])
+    ts = int(time.time() * 1e6)
+    env["online"].put_predictions([{"symbol": "BTC/USD", "ts_us": ts, "predicted_price": 60001.5,
+                                    "horizon_seconds": 60, "model_name": "river-linear",
+                                    "model_version": "river-linear-online", "price_at_ts": 60000.0}])
+    r = client(env).get("/predict?symbol=BTC/USD&model=online")
+    assert r.status_code == 200 and r.json["predicted_price"] == 60001.5
+    assert r.json["model"] == {"name": "river-linear", "version": "river-linear-online"}
+
+
+def test_stores_down_are_503_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("TICKCAST_REGISTRY_KEY", KEY)
+    s = Settings.from_env({"TICKCAST_REDIS_URL": f"redis://127.0.0.1:{free_port()}",
+                           "TICKCAST_DATA_DIR": str(tmp_path)})
+    c = create_app({"settings": s}).test_client()
+    t0 = time.monotonic()
+    r = c.get("/predict?symbol=BTC/USD")
+    assert (r.status_code, r.json["error"]["code"]) == (503, "store_unavailable")
+    assert time.monotonic() - t0 < 3
+    h = c.get("/health")
+    assert h.status_code == 503 and h.json["dependencies"]["online_store"]["ok"] is False
+
+
+def test_registry_down_is_503(tmp_path: Path, redis_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("TICKCAST_REGISTRY_KEY", KEY)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    s = Settings.from_env({"TICKCAST_REDIS_URL": redis_db_url, "TICKCAST_MODEL_STORE": "s3://gone/x"})
+    OnlineStore(redis_db_url).put_features([feature_row()])
+    r = create_app({"settings": s}).test_client().get("/predict?symbol=BTC/USD")
+    assert (r.status_code, r.json["error"]["code"]) == (503, "registry_unavailable")
+
+
+def test_hot_swap_under_concurrent_requests(env: dict[str, Any]) -> None:
+    reg = env["registry"]
+    v1 = publish(reg, predictor(10.0))
+    env["online"].put_features([feature_row()])
+    app = create_app({"settings": env["settings"], "model_refresh_seconds": 0.05})
+    failures: list[Any] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        c = app.test_client()
+        while not stop.is_set():
+            r = c.get("/predict?symbol=BTC/USD")
+            if r.status_code != 200:
+                failures.append(r.json)
+            else:
+                versions.add(r.json["model"]["version"])
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while v1 not in versions and time.monotonic() < deadline:  # serving v1 before the swap
+        time.sleep(0.05)
+    time.sleep(0.2)
+    v2 = publish(reg, predictor(-10.0))
+    deadline = time.monotonic() + 10
+    while v2 not in versions and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert versions == {v1, v2}, app.extensions["tickcast"]["models"].errors()
+
+
+def test_health_metrics_openapi_models(env: dict[str, Any]) -> None:
+    publish(env["registry"], predictor(1.0))
+    env["online"].put_features([feature_row()])
+    c = client(env)
+    assert c.get("/predict?symbol=BTC/USD").status_code == 200
+    h = c.get("/health")
+    assert h.status_code == 200 and h.json["dependencies"]["online_store"]["ok"] is True
+    m = c.get("/metrics").get_data(as_text=True)
+    assert "tickcast_api_request_seconds_bucket" in m and 'route="/predict"' in m
+    assert 'tickcast_predictions_served_total{model="production",symbol="BTC/USD"} 1.0' in m
+    doc = c.get("/openapi.json").json
+    assert doc["openapi"].startswith("3.") and "/predict" in doc["paths"]
+    models = c.get("/models").json
+    assert models["aliases"][0]["alias"] == "production-BTC_USD" and "batch-BTC_USD" in models["models"]
