@@ -168,7 +168,14 @@ OPENAPI: dict[str, Any] = {
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Application factory. ``test_config`` may hold ``settings`` (a Settings),
     ``env`` (a mapping read instead of os.environ) and ``model_refresh_seconds``."""
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+    )
 
     from models.registry import RegistryError, RegistryUnavailable, registry_from_settings
     from tickcast.stores.online import OnlineStore, StoreUnavailable, open_online

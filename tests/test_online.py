@@ -41,7 +41,7 @@ def random_walk() -> StepOutput:
 
 @pytest.fixture(scope="module")
 def planted() -> StepOutput:
-    return simulate(SimParams(rate=5, spread_bps=1.0, flow_impact=2.0))
+    return simulate(SimParams(rate=5, spread_bps=1.0, flow_impact=0.5))
 
 
 def skill_and_p(out: StepOutput) -> tuple[float, float, int]:

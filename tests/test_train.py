@@ -41,7 +41,7 @@ def rw_store(tmp_path_factory: pytest.TempPathFactory) -> LakeStore:
 
 @pytest.fixture(scope="module")
 def planted_store(tmp_path_factory: pytest.TempPathFactory) -> LakeStore:
-    return lake_with(tmp_path_factory.mktemp("pl"), SimParams(rate=5, spread_bps=1.0, flow_impact=2.0))
+    return lake_with(tmp_path_factory.mktemp("pl"), SimParams(rate=5, spread_bps=1.0, flow_impact=0.5))
 
 
 def registry(tmp_path: Path) -> ModelRegistry:
