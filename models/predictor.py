@@ -33,11 +33,42 @@ class Predictor:
     horizon_seconds: int
     params: dict[str, Any] = field(default_factory=dict)
 
+    def _linear_form(self) -> tuple[float, list[float]] | None:
+        """(intercept, weights) when the estimator is StandardScaler + a linear model:
+        the API then predicts with one dot product instead of scikit-learn's per-call
+        validation (the same numbers, ~100x cheaper for one row)."""
+        cached = self.__dict__.get("_linear")
+        if cached is not None or "_linear" in self.__dict__:
+            return cached  # type: ignore[no-any-return]
+        form = None
+        try:
+            steps = getattr(self.estimator, "steps", None)
+            if steps and len(steps) == 2 and hasattr(steps[1][1], "coef_") and hasattr(steps[0][1], "scale_"):
+                sc, lin = steps[0][1], steps[1][1]
+                w = [float(c) / float(s) for c, s in zip(lin.coef_, sc.scale_, strict=True)]
+                b = float(lin.intercept_) - sum(wi * float(m) for wi, m in zip(w, sc.mean_, strict=True))
+                form = (b, w)
+            elif steps is None and hasattr(self.estimator, "coef_") and hasattr(self.estimator, "intercept_"):
+                form = (float(self.estimator.intercept_), [float(c) for c in self.estimator.coef_])
+        except (TypeError, ValueError, AttributeError):
+            form = None
+        self.__dict__["_linear"] = form
+        return form
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_linear"}
+
     def predict_return_bps(self, x: dict[str, float]) -> float:
         if self.kind == "constant":
             return 0.0
         if self.kind == "river":
             y = float(self.estimator.predict_one(x) or 0.0)
+        elif self.kind == "sklearn" and (form := self._linear_form()) is not None:
+            try:
+                b, w = form
+                y = b + sum(wi * x[n] for wi, n in zip(w, self.input_names, strict=True))
+            except KeyError as e:
+                raise PredictionError(f"feature row lacks model input {e.args[0]}") from None
         elif self.kind == "sklearn":
             import numpy as np
 

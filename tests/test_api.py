@@ -217,3 +217,17 @@ def test_health_metrics_openapi_models(env: dict[str, Any]) -> None:
     assert doc["openapi"].startswith("3.") and "/predict" in doc["paths"]
     models = c.get("/models").json
     assert models["aliases"][0]["alias"] == "production-BTC_USD" and "batch-BTC_USD" in models["models"]
+
+
+def test_linear_fast_path_equals_scikit_learn() -> None:
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, len(INPUTS))) * 3 + 1
+    y = X @ rng.normal(size=len(INPUTS)) + rng.normal(size=300)
+    est = make_pipeline(StandardScaler(), Ridge()).fit(X, y)
+    p = Predictor("ridge", "sklearn", INPUTS, est, "fs1-w10s", 60)
+    for row in X[:20]:
+        assert p.predict_return_bps(dict(zip(INPUTS, row, strict=True))) == pytest.approx(
+            float(est.predict(row[None, :])[0]), rel=1e-12, abs=1e-12)

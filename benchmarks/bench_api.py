@@ -1,0 +1,139 @@
+"""Load test of GET /predict with real load generators, against a reference.
+
+Starts, on this machine: an embedded Valkey, a file registry with a production model
+(scikit-learn Ridge behind the same Predictor the training pipeline publishes), fresh
+features in the online store, then two gunicorn servers with the same settings
+(``-w 2`` sync workers): the tickcast API and ``benchmarks/minimal_app.py`` (constant
+JSON). Measures in the same run:
+
+  * throughput: ``wrk -t2 -c16 -d{D}s`` on both -> req/s and the ratio (target >= 0.6);
+  * latency at 200 req/s: ``hey -z {D}s -c 4 -q 50`` on /predict -> p50/p99 (target
+    p99 < 10 ms) and the error count (target 0).
+
+    python benchmarks/bench_api.py [--duration 10]
+Needs ``wrk`` and ``hey`` (Debian packages of those names; installed if missing and root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-qq", tool], check=False, capture_output=True)
+        path = shutil.which(tool)
+    if path is None:
+        raise SystemExit(f"{tool} is needed: apt-get install {tool}")
+    return path
+
+
+def serve(app: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    p = subprocess.Popen([gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", app], cwd=REPO, env=env,
+                         stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/predict?symbol=BTC/USD", timeout=1).read()
+            return p
+        except Exception:  # noqa: BLE001
+            time.sleep(0.2)
+    p.kill()
+    raise SystemExit(f"{app} did not start; see {log}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10)
+    args = ap.parse_args()
+    wrk, hey = need("wrk"), need("hey")
+
+    import numpy as np
+    from sklearn.linear_model import Ridge
+
+    from models.predictor import Predictor
+    from models.registry import ModelRegistry
+    from tickcast.embedded import ensure_valkey, stop_valkey
+    from tickcast.features import FEATURE_NAMES
+    from tickcast.model_inputs import model_inputs
+    from tickcast.schema import FeatureRow
+    from tickcast.stores.online import OnlineStore
+
+    work = Path(tempfile.mkdtemp(prefix="tickcast-apibench-"))
+    redis_url = ensure_valkey(work)
+    key = "bench-key"
+    reg = ModelRegistry(f"file://{work / 'models'}", key.encode())
+    inputs = list(model_inputs(100.0, {n: 1.0 for n in FEATURE_NAMES}) or {})
+    rng = np.random.default_rng(0)
+    est = Ridge().fit(rng.normal(size=(500, len(inputs))), rng.normal(size=500))
+    v = reg.save("batch-BTC_USD", Predictor("ridge", "sklearn", inputs, est, "fs1-w10s", 60), {"model": "ridge"})
+    reg.set_alias("production-BTC_USD", "batch-BTC_USD", v)
+    vals = {n: 0.001 for n in FEATURE_NAMES}
+    vals.update(ema_12=60000.0, ema_26=60000.0, rsi_14=50.0)
+    OnlineStore(redis_url).put_features([FeatureRow("BTC/USD", int(time.time() * 1e6), 60000.0, vals, "fs1-w10s")])
+    env = {k: val for k, val in os.environ.items() if not k.startswith("TICKCAST_")}
+    env.update(TICKCAST_DATA_DIR=str(work), TICKCAST_REDIS_URL=redis_url, TICKCAST_REGISTRY_KEY=key,
+               TICKCAST_MODEL_STORE=f"file://{work / 'models'}", TICKCAST_MAX_FEATURE_AGE_SECONDS="0")
+    procs = []
+    try:
+        api_port, ref_port = free_port(), free_port()
+        procs.append(serve("api:create_app()", api_port, env, work / "api.log"))
+        procs.append(serve("benchmarks.minimal_app:create_app()", ref_port, env, work / "ref.log"))
+        d = f"{args.duration}s"
+
+        def rps(port: int) -> tuple[float, str]:
+            out = subprocess.run([wrk, "-t2", "-c16", f"-d{d}", "--latency",
+                                  f"http://127.0.0.1:{port}/predict?symbol=BTC/USD"],
+                                 capture_output=True, text=True).stdout
+            m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+            bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+            return float(m.group(1)) if m else 0.0, (bad.group(1) if bad else "0")
+
+        ref, ref_bad = rps(ref_port)
+        api, api_bad = rps(api_port)
+        print(f"throughput  /predict {api:8.0f} req/s  (non-2xx: {api_bad})")
+        print(f"            minimal  {ref:8.0f} req/s  (constant JSON, same gunicorn settings)")
+        print(f"            ratio    {api / ref:.2f}   (target >= 0.6)")
+        out = subprocess.run([hey, "-z", d, "-c", "4", "-q", "50",
+                              f"http://127.0.0.1:{api_port}/predict?symbol=BTC/USD"],
+                             capture_output=True, text=True).stdout
+        p50 = re.search(r"50% in ([\d.]+) secs", out)
+        p99 = re.search(r"99% in ([\d.]+) secs", out)
+        total = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)
+        errors = sum(int(n) for c, n in codes if c != "200")
+        print(f"at ~200 req/s (hey -c 4 -q 50): {float(total.group(1)) if total else 0:.0f} req/s, "
+              f"p50 {float(p50.group(1)) * 1e3 if p50 else float('nan'):.2f} ms, "
+              f"p99 {float(p99.group(1)) * 1e3 if p99 else float('nan'):.2f} ms (target < 10 ms), "
+              f"errors {errors} (responses by status: {codes})")
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+        stop_valkey(work)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
