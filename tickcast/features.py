@@ -104,7 +104,7 @@ class FeatureState:
     raises :class:`ValueError` naming the expected and the received window, because a
     skipped window would silently change what every lookback means.
 
-    Plain Python, about 3 KB pickled: it is the Bytewax recovery state of the feature
+    Plain Python, about 2 KB pickled: it is the Bytewax recovery state of the feature
     step. A pickled copy continues exactly like the original.
     """
 
@@ -289,7 +289,7 @@ class FeatureState:
             ret_30 = log(close / closes[0])
             # Realised volatility over 30 candles: the scale of recent moves, so a model
             # can tell a big move from a normal one in a wild market.
-            rv = sqrt(fsum(self._r2) + 1e-30)
+            rv = sqrt(fsum(self._r2))
         else:
             ret_30 = rv = NAN
 
