@@ -2,13 +2,14 @@
 
 ``gunicorn 'api:create_app()'`` or ``flask --app api run``.
 
-* ``GET /predict?symbol=BTC/USD[&model=production|online]`` — the newest feature row
+* ``GET /predict?symbol=BTC/USD[&model=auto|production|online]`` — the newest feature row
   from the online store (Redis) and the production model of that symbol from the
   registry (alias ``production-<SYMBOL>``), cached in memory and re-checked every
   ``MODEL_REFRESH_SECONDS``: a new production version is loaded by one request while
   the others keep using the cached model, then swapped in atomically — no restart, no
   failed request. ``model=online`` returns the online model's newest prediction,
-  made in the feature flow.
+  made in the feature flow; ``auto`` (default) serves the production model once one
+  has been promoted and the online model until then.
 * ``GET /health``, ``GET /metrics`` (Prometheus, per worker process),
   ``GET /openapi.json``, ``GET /models``.
 
@@ -123,7 +124,8 @@ OPENAPI: dict[str, Any] = {
                 {"name": "symbol", "in": "query", "required": True,
                  "schema": {"type": "string", "pattern": SYMBOL_RE.pattern}, "example": "BTC/USD"},
                 {"name": "model", "in": "query", "required": False,
-                 "schema": {"type": "string", "enum": ["production", "online"], "default": "production"}},
+                 "schema": {"type": "string", "enum": ["auto", "production", "online"], "default": "auto"},
+                 "description": "auto = the promoted production model, or the online model until one is"},
             ],
             "responses": {
                 "200": {"description": "prediction", "content": {"application/json": {"schema": {
@@ -247,13 +249,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     @app.get("/predict")
     def predict() -> Any:
         symbol = request.args.get("symbol", "")
-        which = request.args.get("model", "production")
+        which = request.args.get("model", "auto")
         if not symbol:
             raise ApiError(400, "bad_request", "query parameter 'symbol' is required, e.g. ?symbol=BTC/USD")
         if not SYMBOL_RE.match(symbol):
             raise ApiError(400, "bad_request", f"symbol must look like BTC/USD (Kraken v2); got {symbol[:40]!r}")
-        if which not in ("production", "online"):
-            raise ApiError(400, "bad_request", f"model must be 'production' or 'online'; got {which[:40]!r}")
+        if which not in ("auto", "production", "online"):
+            raise ApiError(400, "bad_request",
+                           f"model must be 'auto', 'production' or 'online'; got {which[:40]!r}")
         feats = online.get_features(symbol)
         if feats is None:
             if symbol not in known:
@@ -268,6 +271,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                            f"(limit TICKCAST_MAX_FEATURE_AGE_SECONDS={max_age:g})")
         version = feats.pop("feature_set_version", "")
         close = float(feats.pop("close"))
+        if which == "auto":
+            # the production model when one is promoted, else the online model's prediction
+            try:
+                models.get(symbol)
+                which = "production"
+            except ApiError as e:
+                if e.code != "no_model" or online.get_prediction(symbol) is None:
+                    raise
+                which = "online"
         if which == "online":
             p = online.get_prediction(symbol)
             if p is None:

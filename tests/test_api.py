@@ -102,6 +102,8 @@ def test_errors_are_json_with_real_statuses(env: dict[str, Any]) -> None:
     env["online"].put_features([feature_row()])
     r = c.get("/predict?symbol=BTC/USD")
     assert (r.status_code, r.json["error"]["code"]) == (503, "no_model")
+    r = c.get("/predict?symbol=BTC/USD&model=production")
+    assert (r.status_code, r.json["error"]["code"]) == (503, "no_model")
     assert c.get("/nowhere").json["error"]["code"] == "not_found"
     assert c.post("/predict?symbol=BTC/USD").status_code == 405
 
@@ -137,6 +139,10 @@ def test_online_model_prediction(env: dict[str, Any]) -> None:
     r = client(env).get("/predict?symbol=BTC/USD&model=online")
     assert r.status_code == 200 and r.json["predicted_price"] == 60001.5
     assert r.json["model"] == {"name": "river-linear", "version": "river-linear-online"}
+    # no production model yet: the default serves the online model's prediction
+    assert client(env).get("/predict?symbol=BTC/USD").json["model"]["name"] == "river-linear"
+    v = publish(env["registry"], predictor(1.0))
+    assert client(env).get("/predict?symbol=BTC/USD").json["model"]["version"] == v
 
 
 def test_stores_down_are_503_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

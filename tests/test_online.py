@@ -103,8 +103,13 @@ def test_non_finite_inputs_are_skipped_and_counted() -> None:
     rs = rows(30)
     rs[5].values["ret_1"] = float("nan")
     rs[6].values["macd"] = float("inf")
-    preds = sum(len(learner.on_row(r).predictions) for r in rs)
-    assert preds == 28 and learner.skipped_nonfinite == 2
+    rs[7].values.update({k: float("nan") for k in rs[7].values})
+    rs[8] = FeatureRow(rs[8].symbol, rs[8].ts_us, float("nan"), rs[8].values, rs[8].feature_set_version)
+    outs = [learner.on_row(r).predictions for r in rs]
+    assert sum(map(len, outs)) == 28 and not outs[7] and not outs[8]
+    # row 7 (no finite input), row 8 (no price) and the label that row 8 should have given
+    assert learner.skipped_nonfinite == 3 and learner.skipped_values == 2
+    assert all(math.isfinite(p[0]["predicted_price"]) for p in outs if p)
 
 
 def test_learner_pickles_and_resumes_identically() -> None:

@@ -23,19 +23,24 @@ from typing import Any
 BPS = 1e4
 
 
-def model_inputs(close: float, values: Mapping[str, float]) -> dict[str, float] | None:
-    """Scale-free inputs from one feature row; ``None`` if any present input is not finite
-    (indicators still warming up) or the price is not positive."""
+def model_inputs(close: float, values: Mapping[str, float], partial: bool = False) -> dict[str, float] | None:
+    """Scale-free inputs from one feature row; ``None`` if the price is not positive or,
+    unless ``partial``, any input is not finite (indicators still warming up). With
+    ``partial=True`` non-finite inputs are left out (River models take sparse dicts)."""
     if not (close > 0 and math.isfinite(close)):
         return None
     x: dict[str, float] = {}
     for name, v in values.items():
         if v is None or not math.isfinite(v):
+            if partial:
+                continue
             return None
         if name.startswith(("ret_", "rv_", "vwap_dist_")):
             x[name + "_bps"] = v * BPS
         elif name.startswith("ema_"):
             if v <= 0:
+                if partial:
+                    continue
                 return None
             x[name + "_gap_bps"] = math.log(close / v) * BPS
         elif name.startswith("macd"):

@@ -15,8 +15,9 @@ For one symbol, :class:`OnlineLearner` receives feature rows in event-time order
 So a label is never learned before its horizon has passed in event time (tested),
 and every prediction is scored against a price the model could not have seen.
 
-Inputs are scaled (River ``StandardScaler``); non-finite inputs or predictions are
-skipped and counted; predictions are clipped to ``clip_sigmas`` standard deviations
+Inputs are scaled (River ``StandardScaler``); non-finite input values are left out
+of the (sparse) input and counted, so the model predicts from the first candle with
+whatever indicators are already warm; non-finite predictions are skipped and counted; predictions are clipped to ``clip_sigmas`` standard deviations
 of the labels seen so far, so one wild step cannot produce an absurd price.
 """
 
@@ -130,7 +131,8 @@ class OnlineLearner:
         self.closes: deque[float] = deque(maxlen=10)
         self.stats = {name: ErrorStats() for name in (self.model_name, *BASELINES)}
         self.samples_seen = 0
-        self.skipped_nonfinite = 0  # rows not predicted: inputs not finite (warm-up, bad data)
+        self.skipped_nonfinite = 0  # rows not predicted: no finite input at all, or a bad price
+        self.skipped_values = 0  # non-finite input values left out (indicators warming up)
         self.unmatured = 0  # predictions whose label never arrived (should stay 0)
         self.label_sq = 0.0  # running second moment of labels (bps^2), for clipping
         self.clip_sigmas = clip_sigmas
@@ -186,10 +188,12 @@ class OnlineLearner:
                 self.unmatured += 1
         # 2. predict from what is known at ts
         self.closes.append(row.close)
-        x = model_inputs(row.close, row.values)
-        if x is None:
+        x = model_inputs(row.close, row.values, partial=True)
+        if not x:
             self.skipped_nonfinite += 1
             return out
+        if len(x) < len(row.values):
+            self.skipped_values += len(row.values) - len(x)
         y_hat = float(self.model.predict_one(x) or 0.0)
         if not math.isfinite(y_hat):
             self.skipped_nonfinite += 1
@@ -212,7 +216,8 @@ class OnlineLearner:
         return {
             "model_kind": f"online:{self.kind}", "symbol": self.symbol, "lineage": self.version,
             "horizon_seconds": self.horizon_seconds, "samples_seen": self.samples_seen,
-            "skipped_nonfinite": self.skipped_nonfinite, "drifts": self.drifts,
+            "skipped_nonfinite": self.skipped_nonfinite, "skipped_values": self.skipped_values,
+            "drifts": self.drifts,
             "metrics": {k: v.row() for k, v in self.stats.items()},
             "source_position": {"last_feature_ts_us": self.last_ts_us},
         }
