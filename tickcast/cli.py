@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -160,7 +161,41 @@ def flow_command(workers: int = 1) -> list[str]:
     return cmd
 
 
+def _die_with_parent() -> None:
+    """In a child: get SIGTERM when `tickcast up` dies, even by SIGKILL (Linux)."""
+    import ctypes
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    """Everything on one machine: embedded Valkey, the feature + online-learning flow
+    (with Bytewax recovery under the data dir, so `up` again resumes), the API on
+    gunicorn, and periodic training with gated promotion."""
+    import urllib.request
+
     overrides: dict[str, str] = {}
     if args.source:
         overrides["TICKCAST_SOURCE"] = args.source
@@ -172,62 +207,113 @@ def cmd_up(args: argparse.Namespace) -> int:
     data_dir = s.data_dir.resolve()
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, **overrides, TICKCAST_DATA_DIR=str(data_dir))
-    redis_note = s.redis_url
+    env = {**os.environ, **overrides, "TICKCAST_DATA_DIR": str(data_dir)}
     started_valkey = False
-    if not s.redis_url:
+    redis_url = s.redis_url
+    if not redis_url:
         from tickcast.embedded import ensure_valkey
 
-        env["TICKCAST_REDIS_URL"] = redis_note = ensure_valkey(data_dir)
+        redis_url = ensure_valkey(data_dir)
         started_valkey = True
-    print("tickcast up")
-    print(f"  source      {s.source}")
-    print(f"  symbols     {','.join(s.symbols)}")
-    print(f"  data dir    {data_dir}")
-    print(f"  offline     {s.offline_url}   (query: tickcast sql \"SELECT ...\")")
-    print(f"  online      {redis_note}")
-    print(f"  logs        {logs}")
-    print("Ctrl-C stops everything.", flush=True)
-    log = (logs / "features.log").open("ab")
-    proc = subprocess.Popen(flow_command(), env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    env["TICKCAST_REDIS_URL"] = redis_url
+    port = s.api_port or _free_port()
+    recovery = data_dir / "recovery"
+    if not recovery.exists():
+        recovery.mkdir(parents=True)
+        subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True,
+                       capture_output=True)
+    children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        log = (logs / f"{name}.log").open("ab")
+        children[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True, preexec_fn=_die_with_parent)
+        return children[name]
+
     stop = {"now": False}
 
-    def _stop(signum: int, frame: object) -> None:
+    def _on_signal(signum: int, frame: object) -> None:
         stop["now"] = True
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     rc = 0
+    trainer: subprocess.Popen[bytes] | None = None
     try:
+        spawn("features", [*flow_command(), "-r", str(recovery), "-s", "5", "-b", "0"])
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        spawn("api", [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
+                      "api:create_app()"])
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not stop["now"]:
+            try:
+                urllib.request.urlopen(url + "/openapi.json", timeout=1).read()
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline or children["api"].poll() is not None:
+                    raise SystemExit(f"tickcast up: the API did not start; see {logs / 'api.log'}") from None
+                time.sleep(0.2)
+        print("tickcast up")
+        print(f"  API         {url}/predict?symbol={s.symbols[0]}   ({url}/health, /metrics, /models)")
+        print(f"  source      {s.source}")
+        print(f"  symbols     {','.join(s.symbols)}")
+        print(f"  data dir    {data_dir}")
+        print(f"  offline     {s.offline_url}   (tickcast sql \"SELECT ...\")")
+        print(f"  online      {redis_url}")
+        print(f"  logs        {logs}")
+        print("Ctrl-C stops everything.", flush=True)
+        next_train = time.monotonic() + args.train_every
+        next_status = 0.0
+        n_candles, rate = 0, 0.0
         from tickcast.stores.offline import open_offline
 
+        store = open_offline(s.offline_url, read_only=True)
         while not stop["now"]:
-            time.sleep(1.0)
-            if proc.poll() is not None:
-                rc = proc.returncode
-                print(f"\nfeature flow exited with {rc}; see {logs / 'features.log'}", file=sys.stderr)
+            time.sleep(0.25)
+            flow = children["features"]
+            if flow.poll() is not None and s.replay_path is None:
+                rc = flow.returncode or 1
+                print(f"\nthe feature flow exited with {flow.returncode}; see {logs / 'features.log'}",
+                      file=sys.stderr)
                 break
-            try:
-                store = open_offline(s.offline_url, read_only=True)
-                n = store.query("SELECT count() FROM candles").result_rows[0][0]
-                store.close()
-                print(f"\r  candles written: {n}   ", end="", flush=True)
-            except Exception:  # noqa: BLE001 - the status line is best effort
-                pass
+            if children["api"].poll() is not None:
+                rc = 1
+                print(f"\nthe API exited; see {logs / 'api.log'}", file=sys.stderr)
+                break
+            now = time.monotonic()
+            if args.train_every and now >= next_train and (trainer is None or trainer.poll() is not None):
+                trainer = spawn("train", [sys.executable, "-m", "tickcast.cli", "train", "--quiet"])
+                next_train = now + args.train_every
+            if now >= next_status:
+                next_status = now + 2.0
+                try:
+                    n_candles, last_min = store.query(
+                        "SELECT count(), sumIf(trades, window_start >= (SELECT max(window_start) FROM candles) "
+                        "- INTERVAL 60 SECOND) FROM candles").result_rows[0]
+                    rate = float(last_min or 0) / 60.0  # trades/s over the newest minute of candles
+                    body = urllib.request.urlopen(f"{url}/predict?symbol={s.symbols[0]}", timeout=1).read()
+                    import json as _json
+
+                    pr = _json.loads(body)
+                    last = f"{s.symbols[0]} {pr['predicted_price']:.2f} by {pr['model']['name']}@{pr['model']['version'][:24]}"
+                except Exception:  # noqa: BLE001 - the status line is best effort
+                    last = "no prediction yet"
+                line = f"  {rate:7.1f} trades/s | {n_candles:>7} candles | {last}"
+                print("\r" + line[:150].ljust(150), end="", flush=True)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        print("\nstopping …", flush=True)
+        if trainer is not None:
+            _stop(trainer, signal.SIGTERM, 10)
+        if "api" in children:
+            _stop(children["api"], signal.SIGTERM, 15)
+        if "features" in children:
+            _stop(children["features"], signal.SIGINT, 30)
         if started_valkey:
             from tickcast.embedded import stop_valkey
 
             stop_valkey(data_dir)
-        print("\nstopped.")
+        print("stopped.")
     return rc
 
 
@@ -240,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--source", help="kraken | kafka | sim | replay:FILE (default: $TICKCAST_SOURCE or kraken)")
     up.add_argument("--symbols", help="comma-separated Kraken v2 symbols (default: BTC/USD,ETH/USD)")
     up.add_argument("--data-dir", help="directory for every embedded store (default: ./data)")
+    up.add_argument("--train-every", type=float, default=600.0,
+                    help="seconds between training runs (gated promotion; 0 = never; default 600)")
     up.set_defaults(func=cmd_up)
 
     sql = sub.add_parser("sql", help="run SQL on the configured offline store and print the result",

@@ -1,0 +1,91 @@
+"""`tickcast up` as a user runs it: fully offline with the simulator, answered on
+/predict, stopped by Ctrl-C with nothing left behind, and recovered after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start(data: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
+    env.update(TICKCAST_API_PORT=str(port), TICKCAST_WINDOW_SECONDS="2", TICKCAST_ALLOWED_LATENESS_SECONDS="0.5",
+               TICKCAST_SIM_RATE="20")
+    return subprocess.Popen([sys.executable, "-m", "tickcast.cli", "up", "--source", "sim", "--data-dir", str(data),
+                             "--train-every", "0"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
+def predict(port: int, symbol: str) -> dict | None:  # type: ignore[type-arg]
+    try:
+        url = f"http://127.0.0.1:{port}/predict?symbol={symbol.replace('/', '%2F')}"
+        return json.loads(urllib.request.urlopen(url, timeout=2).read())  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def wait_for_predictions(port: int, proc: subprocess.Popen[bytes], timeout: float = 120) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    got: dict = {}  # type: ignore[type-arg]
+    while time.monotonic() < deadline and len(got) < 2:
+        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]  # type: ignore[union-attr]
+        for sym in ("BTC/USD", "ETH/USD"):
+            r = predict(port, sym)
+            if r and "predicted_price" in r:
+                got[sym] = r
+        time.sleep(0.5)
+    assert len(got) == 2, f"no prediction for every symbol within {timeout} s"
+    return got
+
+
+def leftovers(data: Path) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in out if str(data) in line and "pytest" not in line]
+
+
+def test_up_sim_answers_then_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    data, port = tmp_path / "data", free_port()
+    proc = start(data, port)
+    try:
+        got = wait_for_predictions(port, proc)
+        assert got["BTC/USD"]["horizon_seconds"] == 60
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, out[-2000:]
+    assert "tickcast up" in out and "stopped." in out
+    time.sleep(0.5)
+    assert leftovers(data) == []
+    assert (data / "offline" / "predictions").exists() and list((data / "offline" / "features").glob("*.parquet"))
+
+
+def test_up_recovers_after_sigkill(tmp_path: Path) -> None:
+    data, port = tmp_path / "data", free_port()
+    proc = start(data, port)
+    try:
+        wait_for_predictions(port, proc)
+        time.sleep(8)  # a recovery snapshot (every 5 s) holds some learning
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 20  # children die with their parent (PR_SET_PDEATHSIG)
+        while time.monotonic() < deadline and [x for x in leftovers(data) if "valkey" not in x]:
+            time.sleep(0.2)
+        assert [x for x in leftovers(data) if "valkey" not in x] == []
+        proc = start(data, port)
+        got = wait_for_predictions(port, proc)
+        assert got["BTC/USD"]["model"]["name"] == "river-linear"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    time.sleep(0.5)
+    assert leftovers(data) == []
