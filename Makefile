@@ -29,8 +29,9 @@ lint: $(STAMP) ## ruff + mypy
 	$(BIN)/ruff check tickcast dataflows models api tests benchmarks
 	$(BIN)/mypy tickcast
 
-bench: $(STAMP) ## run the benchmarks (prints figures and ratios)
+bench: $(STAMP) ## run the benchmarks (prints figures and ratios against same-run references)
 	$(BIN)/python benchmarks/bench_pipeline.py $(ARGS)
+	$(BIN)/python benchmarks/bench_api.py
 
 clean: ## remove .venv and local data
 	rm -rf $(VENV) data .pytest_cache
