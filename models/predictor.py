@@ -39,7 +39,7 @@ class Predictor:
         validation (the same numbers, ~100x cheaper for one row)."""
         cached = self.__dict__.get("_linear")
         if cached is not None or "_linear" in self.__dict__:
-            return cached  # type: ignore[no-any-return]
+            return cached
         form = None
         try:
             steps = getattr(self.estimator, "steps", None)

@@ -23,6 +23,24 @@ from typing import Any
 BPS = 1e4
 
 
+def _rule(name: str) -> tuple[str, int]:
+    """How one feature becomes a model input: (input name, transform kind)."""
+    if name.startswith(("ret_", "rv_", "vwap_dist_")):
+        return name + "_bps", 0
+    if name.startswith("ema_"):
+        return name + "_gap_bps", 1
+    if name.startswith("macd"):
+        return name + "_bps", 2
+    if name == "rsi_14":
+        return "rsi_14_c", 3
+    if name.startswith("trades_"):
+        return name + "_log", 4
+    return name, 5
+
+
+_RULES: dict[str, tuple[str, int]] = {}
+
+
 def model_inputs(close: float, values: Mapping[str, float], partial: bool = False) -> dict[str, float] | None:
     """Scale-free inputs from one feature row; ``None`` if the price is not positive or,
     unless ``partial``, any input is not finite (indicators still warming up). With
@@ -30,27 +48,32 @@ def model_inputs(close: float, values: Mapping[str, float], partial: bool = Fals
     if not (close > 0 and math.isfinite(close)):
         return None
     x: dict[str, float] = {}
+    rule = _RULES
     for name, v in values.items():
         if v is None or not math.isfinite(v):
             if partial:
                 continue
             return None
-        if name.startswith(("ret_", "rv_", "vwap_dist_")):
-            x[name + "_bps"] = v * BPS
-        elif name.startswith("ema_"):
+        r = rule.get(name)
+        if r is None:
+            r = rule[name] = _rule(name)
+        out, kind = r
+        if kind == 0:  # returns, volatility, distances: basis points
+            x[out] = v * BPS
+        elif kind == 1:  # EMAs: gap of the price to the average, bps
             if v <= 0:
                 if partial:
                     continue
                 return None
-            x[name + "_gap_bps"] = math.log(close / v) * BPS
-        elif name.startswith("macd"):
-            x[name + "_bps"] = v / close * BPS
-        elif name == "rsi_14":
-            x["rsi_14_c"] = (v - 50.0) / 50.0
-        elif name.startswith("trades_"):
-            x[name + "_log"] = math.log1p(max(v, 0.0))
+            x[out] = math.log(close / v) * BPS
+        elif kind == 2:  # MACD family: relative to the price, bps
+            x[out] = v / close * BPS
+        elif kind == 3:  # RSI centred on 0, in [-1, 1]
+            x[out] = (v - 50.0) / 50.0
+        elif kind == 4:  # counts: log
+            x[out] = math.log1p(max(v, 0.0))
         else:  # ofi_* in [-1, 1], volume_6 already log1p
-            x[name] = v
+            x[out] = v
     return x
 
 

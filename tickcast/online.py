@@ -73,13 +73,20 @@ class ErrorStats:
     dir_hits: int = 0  # predicted direction (vs the price at prediction time) was right
     dir_n: int = 0  # labels where both prediction and outcome moved
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=360))
+    recent_sum: float = 0.0  # running sum of `recent` (re-summed exactly when it wraps)
 
     def add(self, predicted: float, actual: float, price_then: float) -> None:
         e = predicted - actual
         self.n += 1
         self.abs_sum += abs(e)
         self.sq_sum += e * e
-        self.recent.append(abs(e))
+        r = self.recent
+        if len(r) == r.maxlen:
+            self.recent_sum -= r[0]
+        r.append(abs(e))
+        self.recent_sum += abs(e)
+        if self.n % 3600 == 0:
+            self.recent_sum = math.fsum(r)  # no drift from the running sum
         dp, da = predicted - price_then, actual - price_then
         if dp != 0 and da != 0:
             self.dir_n += 1
@@ -92,7 +99,7 @@ class ErrorStats:
             "mae": self.abs_sum / n,
             "rmse": math.sqrt(self.sq_sum / n),
             "directional_accuracy": (self.dir_hits / self.dir_n) if self.dir_n else float("nan"),
-            "mae_recent": (sum(self.recent) / len(self.recent)) if self.recent else float("nan"),
+            "mae_recent": (self.recent_sum / len(self.recent)) if self.recent else float("nan"),
         }
 
 
