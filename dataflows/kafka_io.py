@@ -1,0 +1,474 @@
+"""Kafka in and out of the dataflows: the ``TICKCAST_TRADES_TOPIC`` topic of
+normalised trades (record format: :mod:`tickcast.wire`).
+
+* :class:`KafkaTradeSink` — what ``dataflows.ingest`` writes with: an at-least-once,
+  in-order producer (``acks=all``, retries, one request in flight), key = symbol, value =
+  :func:`tickcast.wire.encode_trade`, record timestamp = trade time (ms). Delivery is
+  confirmed before Bytewax commits an epoch (``snapshot()`` flushes) and at the end;
+  a failed delivery stops the flow with an error naming the topic, the trade and
+  librdkafka's reason — a trade is never silently lost.
+* :class:`KafkaTradeSource` — what ``dataflows.features`` reads with when
+  ``TICKCAST_SOURCE=kafka``: one Bytewax partition per Kafka partition (spread over
+  the workers), each its own consumer with ``assign()`` (no consumer group, no
+  offset commits: the position is Bytewax recovery state). It emits
+  :data:`~dataflows.sources.RawChunk` items ``("kafka:<topic>", [("<partition>:<offset>",
+  value), ...])``; the feature flow decodes them with :func:`tickcast.wire.decode_trade`.
+  A fresh flow starts at the beginning of every partition; a recovered one resumes at
+  the offset after the last record of the last committed epoch.
+
+**Delivery guarantee.** The topic itself is at-least-once: a restarted ingest
+re-sends what it emitted after its last snapshot, a producer retry after a broker
+crash re-sends a batch the broker may already have written, and a reconnecting
+Kraken client re-receives a snapshot of recent trades. The source therefore drops a record whose
+``trade_id`` is not above the last one it emitted for that key (Kraken trade ids
+grow per symbol, and one symbol lives in one partition, in order) and keeps those
+per-symbol ids in its recovery state next to the offset. With the idempotent sinks
+of the feature flow the stores end exactly-once.
+
+**End of partition is not end of stream**: the topic is live. For tests, benchmarks
+and backfills, ``TICKCAST_KAFKA_STOP_AT_END=1`` ends each partition at the high
+watermark seen when it started, so the flow closes its windows and exits 0.
+
+**Topic creation.** Either side creates the topic if it is missing, with
+``TICKCAST_KAFKA_PARTITIONS`` partitions (default 2; fix it before the first run:
+the embedded broker, tansu, cannot add partitions later). Records are placed by
+librdkafka's default partitioner (CRC32 of the key). Nothing else auto-creates it:
+every client here sets ``allow.auto.create.topics=false``.
+
+**Reaching the brokers.** Creating/inspecting the topic waits at most
+``TICKCAST_KAFKA_TIMEOUT_SECONDS`` (default 10); unreachable brokers then end the
+flow with one line naming ``TICKCAST_KAFKA_BROKERS`` (exit 1). Once running, the
+clients ride out broker restarts (the producer retries for up to 5 minutes).
+
+tansu quirks handled here (see :mod:`tickcast.tansu`): ``ListOffsets`` "latest" is
+wrong, so the end is the fetch high watermark and ``OFFSET_END`` is never used; no
+consumer-group join.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from dataflows.sources import RawChunk
+from tickcast.config import ConfigError, Settings
+from tickcast.schema import Trade
+from tickcast.wire import encode_trade
+
+log = logging.getLogger(__name__)
+
+STOP_AT_END_ENV = "TICKCAST_KAFKA_STOP_AT_END"
+PARTITIONS_ENV = "TICKCAST_KAFKA_PARTITIONS"
+TIMEOUT_ENV = "TICKCAST_KAFKA_TIMEOUT_SECONDS"
+DEFAULT_PARTITIONS = 2
+_IDLE = timedelta(milliseconds=5)  # how soon an idle partition looks again
+_TRADE_ID = b'"trade_id":'
+
+# {"offset": next offset to read, "last": {symbol: last emitted trade_id}}
+State = dict[str, Any]
+
+
+class KafkaUnavailable(RuntimeError):
+    """The brokers could not be reached or refused what was asked (one line)."""
+
+
+class KafkaDeliveryError(RuntimeError):
+    """The producer could not deliver trades to the topic."""
+
+
+def _die(e: BaseException, code: int = 1) -> NoReturn:
+    """One clear line instead of a Bytewax/Rust backtrace (errors raised inside a
+    partition become a panic with a long trace), then exit at once."""
+    print(f"tickcast: {e}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(code)
+
+
+# -- options read from the environment -------------------------------------------------------------
+
+
+def stop_at_end_from_env(env: Mapping[str, str] | None = None) -> bool:
+    raw = (os.environ if env is None else env).get(STOP_AT_END_ENV, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{STOP_AT_END_ENV}={raw!r} is not valid: expected 1 (stop at the end seen at start) or 0")
+
+
+def partitions_from_env(env: Mapping[str, str] | None = None) -> int:
+    raw = (os.environ if env is None else env).get(PARTITIONS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PARTITIONS
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 10_000:
+        raise ConfigError(f"{PARTITIONS_ENV}={raw!r} is not valid: expected a whole number of partitions >= 1")
+    return n
+
+
+def timeout_from_env(env: Mapping[str, str] | None = None) -> float:
+    raw = (os.environ if env is None else env).get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return 10.0
+    try:
+        v = float(raw)
+    except ValueError:
+        v = 0.0
+    if not 0 < v < 3600:
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r} is not valid: expected seconds > 0")
+    return v
+
+
+def _or_exit(fn: Any) -> Any:
+    try:
+        return fn()
+    except ConfigError as e:
+        print(f"tickcast: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+# -- topic -----------------------------------------------------------------------------------------
+
+
+def _base_config(brokers: str) -> dict[str, Any]:
+    return {"bootstrap.servers": brokers, "client.id": "tickcast", "allow.auto.create.topics": False}
+
+
+def _partition_count(admin: AdminClient, topic: str, timeout: float) -> int | None:
+    # list every topic: a Metadata request naming a missing topic auto-creates it on some brokers
+    md = admin.list_topics(timeout=timeout)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None and t.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        return None
+    if t.error is not None:
+        raise KafkaUnavailable(f"Kafka topic {topic!r}: {t.error.str()}")
+    return len(t.partitions)
+
+
+def ensure_topic(brokers: str, topic: str, partitions: int | None = None, timeout: float | None = None) -> int:
+    """Create ``topic`` with ``partitions`` partitions if it is missing; return its
+    partition count. Safe to call concurrently (an existing topic is left as it is).
+    Raises :class:`KafkaUnavailable` with one line when the brokers cannot be reached."""
+    timeout = timeout or _or_exit(timeout_from_env)
+    # quiet: failures come back as one exception, not as librdkafka's retry log lines
+    admin = AdminClient({**_base_config(brokers), "log_level": 0})
+    try:
+        n = _partition_count(admin, topic, timeout)
+        if n is not None:
+            return n
+        want = partitions or partitions_from_env()
+        fut = admin.create_topics([NewTopic(topic, want, replication_factor=-1)],
+                                  operation_timeout=timeout, request_timeout=timeout)[topic]
+        try:
+            fut.result(timeout)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+        deadline = time.monotonic() + timeout
+        while (n := _partition_count(admin, topic, timeout)) is None:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(f"Kafka topic {topic!r} was created but does not show up in metadata")
+            time.sleep(0.05)
+        return n
+    except KafkaException as e:
+        err = e.args[0]
+        what = err.str() if isinstance(err, KafkaError) else str(err)
+        raise KafkaUnavailable(f"cannot use Kafka at {brokers} (TICKCAST_KAFKA_BROKERS), topic {topic!r}: "
+                               f"{what}") from None
+
+
+# -- source ----------------------------------------------------------------------------------------
+
+
+_FATAL_CODES = frozenset({
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE,
+})
+
+
+class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
+    def __init__(self, brokers: str, topic: str, partition: int, resume: State | None, batch_size: int,
+                 stop_at_end: bool, config: Mapping[str, Any]) -> None:
+        state = resume or {}
+        self._topic = topic
+        self._partition = partition
+        self._name = f"kafka:{topic}"
+        self._prefix = f"{partition}:"
+        self._offset: int = int(state.get("offset", 0))
+        self._last: dict[bytes, int] = {k.encode(): int(v) for k, v in state.get("last", {}).items()}
+        self._batch = batch_size
+        self._stop_at_end = stop_at_end
+        self._end: int | None = None
+        self._done = False
+        self._awake: datetime | None = None
+        self._dups = 0
+        self._warned_at = 0.0
+        conf = {
+            **_base_config(brokers),
+            "group.id": "tickcast-features",  # required by librdkafka; never joined (assign())
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            # a resume offset the broker no longer has is an error, never a silent jump
+            "auto.offset.reset": "error",
+            "fetch.wait.max.ms": 100,
+            "fetch.max.bytes": 64 << 20,
+            "max.partition.fetch.bytes": 16 << 20,
+            "queued.min.messages": 200_000,
+            **config,
+        }
+        self._tp = TopicPartition(topic, partition)
+        self._consumer = Consumer(conf)
+        start = self._offset if resume is not None else OFFSET_BEGINNING
+        self._consumer.assign([TopicPartition(topic, partition, start)])
+
+    def next_batch(self) -> list[RawChunk]:
+        if self._done:
+            raise StopIteration
+        msgs = self._consumer.consume(self._batch, 0)
+        lines: list[tuple[str, bytes]] = []
+        last_off = -1
+        if msgs:
+            prefix = self._prefix
+            seen = self._last
+            append = lines.append
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if self._end is None and self._stop_at_end:
+                            self._end = m.offset()
+                        continue
+                    self._on_error(err)
+                    continue
+                last_off = m.offset()  # type: ignore[assignment]  # never None for a record
+                value = m.value()
+                if value is None:
+                    append((f"{prefix}{last_off}", b""))
+                    continue
+                key = m.key()
+                if key is not None:
+                    # dedupe by (key, trade_id), reading the id without parsing the JSON
+                    # (the feature flow parses each record once, downstream)
+                    i = value.find(_TRADE_ID)
+                    if i >= 0:
+                        i += 11
+                        try:
+                            tid = int(value[i:value.find(b",", i)])
+                        except ValueError:
+                            tid = -1  # not tickcast's layout: the decoder will judge it
+                        if tid >= 0:
+                            if tid <= seen.get(key, -1):
+                                self._dups += 1
+                                continue
+                            seen[key] = tid
+                append((f"{prefix}{last_off}", value))
+            if last_off >= 0:
+                self._offset = last_off + 1
+        self._awake = None if msgs else datetime.now(UTC) + _IDLE
+        if self._dups:
+            self._report_dups()
+        if self._stop_at_end:
+            if self._end is None:
+                hi = self._consumer.get_watermark_offsets(self._tp, cached=True)[1]
+                if hi >= 0:  # the first fetch response has arrived: its high watermark
+                    self._end = hi
+            if self._end is not None and self._offset >= self._end:
+                self._done = True  # emit this batch; end at the next call
+        return [(self._name, lines)] if lines else []
+
+    def _report_dups(self) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= 10.0:
+            log.warning("kafka %s[%d]: skipped %d duplicate trade record(s) (trade_id not above the last one "
+                        "of its symbol)", self._topic, self._partition, self._dups)
+            self._warned_at = now
+            self._dups = 0
+
+    def _on_error(self, err: KafkaError) -> None:
+        where = f"Kafka topic {self._topic!r} partition {self._partition} at offset {self._offset}"
+        if err.fatal() or err.code() in _FATAL_CODES:
+            hint = ""
+            if err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                hint = (" (the topic was recreated or retention removed those records; start with an "
+                        "empty recovery directory to read it from the beginning)")
+            _die(KafkaUnavailable(f"{where}: {err.str()}{hint}"))
+        log.warning("%s: %s (retrying)", where, err.str())
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> State:
+        return {"offset": self._offset, "last": {k.decode(errors="replace"): v for k, v in self._last.items()}}
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaTradeSource(FixedPartitionedSource[RawChunk, State]):
+    """The trades topic as a Bytewax source: one partition per Kafka partition.
+
+    ``stop_at_end`` (default: ``TICKCAST_KAFKA_STOP_AT_END``) ends every partition
+    at the high watermark it saw when it started; otherwise the source is live and
+    never ends. ``config`` adds or overrides librdkafka consumer settings."""
+
+    def __init__(self, settings: Settings, *, batch_size: int = 5000, stop_at_end: bool | None = None,
+                 config: Mapping[str, Any] | None = None) -> None:
+        self.brokers = settings.kafka_brokers
+        self.topic = settings.trades_topic
+        self.batch_size = batch_size
+        self.stop_at_end = _or_exit(stop_at_end_from_env) if stop_at_end is None else stop_at_end
+        self.partitions = _or_exit(partitions_from_env)
+        self.config = dict(config or {})
+
+    def list_parts(self) -> list[str]:
+        try:
+            n = ensure_topic(self.brokers, self.topic, self.partitions)
+        except KafkaUnavailable as e:
+            _die(e)
+        return [f"{self.topic}#{i}" for i in range(n)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: State | None) -> _KafkaPartition:
+        partition = int(for_part.rsplit("#", 1)[1])
+        return _KafkaPartition(self.brokers, self.topic, partition, resume_state, self.batch_size,
+                               self.stop_at_end, self.config)
+
+
+# -- sink ------------------------------------------------------------------------------------------
+
+
+class _KafkaSinkPartition(StatefulSinkPartition[list[Trade], None]):
+    def __init__(self, brokers: str, topic: str, partitions: int, config: Mapping[str, Any]) -> None:
+        ensure_topic(brokers, topic, partitions)
+        self._topic = topic
+        self._failed: list[tuple[KafkaError, bytes | None]] = []
+        self._fatal: KafkaError | None = None
+        self._producer = Producer({
+            **_base_config(brokers),
+            # at-least-once, in order: acks from every in-sync replica, retries, and one
+            # request in flight per broker so a retried batch can never land after a
+            # later one. Not librdkafka's idempotent producer: measured against tansu
+            # 0.6, a broker crash while idempotent batches were in flight lost 700-5,000
+            # acknowledged trades in 5 of 8 runs; the re-sends this setting allows are
+            # dropped by KafkaTradeSource's per-symbol trade_id check instead.
+            "enable.idempotence": False,
+            "acks": "all",
+            "max.in.flight.requests.per.connection": 1,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "message.timeout.ms": 300_000,  # retry through a broker restart for up to 5 minutes
+            "error_cb": self._on_client_error,
+            **config,
+        })
+        self.sent = 0
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err
+        else:
+            log.warning("kafka producer: %s", err.str())
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._failed.append((err, msg.value()))
+
+    def _raise_failures(self) -> None:
+        if self._fatal is not None:
+            raise KafkaDeliveryError(f"Kafka producer for topic {self._topic!r} failed fatally: "
+                                     f"{self._fatal.str()}; trades not yet acknowledged are not in the topic")
+        if self._failed:
+            err, value = self._failed[0]
+            n = len(self._failed)
+            raise KafkaDeliveryError(
+                f"{n} trade(s) could not be delivered to Kafka topic {self._topic!r}: {err.str()} "
+                f"(first: {(value or b'')[:200].decode(errors='replace')})")
+
+    def write_batch(self, values: list[list[Trade]]) -> None:
+        produce = self._producer.produce
+        topic = self._topic
+        cb = self._on_delivery
+        for trades in values:
+            for t in trades:
+                value = encode_trade(t)
+                key = t.symbol.encode()
+                ts_ms = t.ts_us // 1000
+                while True:
+                    try:
+                        produce(topic, value, key, timestamp=ts_ms, on_delivery=cb)
+                        break
+                    except BufferError:  # the local queue is full: let deliveries drain it
+                        self._producer.poll(0.05)
+                        self._raise_failures()
+                self.sent += 1
+        self._producer.poll(0)
+        self._raise_failures()
+
+    def flush(self) -> None:
+        """Wait until every produced trade is acknowledged (or has failed)."""
+        while self._producer.flush(1.0) > 0:
+            self._raise_failures()
+        self._raise_failures()
+
+    def snapshot(self) -> None:
+        # the epoch's recovery state is committed after this returns: every trade of the
+        # epoch must be in the topic by then
+        self.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+
+class KafkaTradeSink(FixedPartitionedSink[list[Trade], None]):
+    """Trades into the topic: items are ``(symbol, [Trade, ...])``.
+
+    One producer (one sink partition), so each symbol's trades are produced in the
+    order they arrive; librdkafka batches and compresses them. ``config`` adds or
+    overrides librdkafka producer settings."""
+
+    def __init__(self, settings: Settings, *, config: Mapping[str, Any] | None = None) -> None:
+        self.brokers = settings.kafka_brokers
+        self.topic = settings.trades_topic
+        self.partitions = _or_exit(partitions_from_env)
+        self.config = dict(config or {})
+
+    def list_parts(self) -> list[str]:
+        return ["kafka-producer"]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _KafkaSinkPartition:
+        try:
+            return _KafkaSinkPartition(self.brokers, self.topic, self.partitions, self.config)
+        except KafkaUnavailable as e:
+            _die(e)
+
+
+def produce_trades(settings: Settings, trades: list[Trade], *, config: Mapping[str, Any] | None = None) -> int:
+    """Write ``trades`` to the topic with the sink's producer (outside a dataflow: for
+    backfills, tests and benchmarks); returns once all are acknowledged. Raises
+    :class:`KafkaUnavailable` / :class:`KafkaDeliveryError`."""
+    part = _KafkaSinkPartition(settings.kafka_brokers, settings.trades_topic, partitions_from_env(), config or {})
+    part.write_batch([trades])
+    part.close()
+    return part.sent
