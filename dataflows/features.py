@@ -140,10 +140,12 @@ def build_flow(settings: Settings) -> Dataflow:
     outs = op.stateful("pipeline", split.trues, builder)
     dead = op.map("dead_out", split.falses, lambda kv: (DEAD, StepOutput(dead_letters=kv[1])))
     everything = op.merge("all_out", outs, dead)
-    op.output("offline", everything, OfflineSink(settings.offline_url, max_delay_s=0.0 if live else 5.0))
     values = op.map("values", everything, lambda kv: kv[1])
     fresh = op.filter("has_features", values, lambda o: bool(o.features or o.predictions))
+    # the online store first: operators run in the order they are built, so the Redis
+    # write of a new feature row does not wait for the Parquet part (fsync) of the same batch
     op.output("online", fresh, OnlineSink(settings))
+    op.output("offline", everything, OfflineSink(settings.offline_url, max_delay_s=0.0 if live else 5.0))
     snaps = op.filter("has_snapshots", values, lambda o: bool(o.snapshots))
     op.output("registry", snaps, RegistrySink(settings))
     return flow

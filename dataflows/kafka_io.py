@@ -231,7 +231,7 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
             "enable.partition.eof": True,
             # a resume offset the broker no longer has is an error, never a silent jump
             "auto.offset.reset": "error",
-            "fetch.wait.max.ms": 100,
+            "fetch.wait.max.ms": 10,
             "fetch.max.bytes": 64 << 20,
             "max.partition.fetch.bytes": 16 << 20,
             "queued.min.messages": 200_000,

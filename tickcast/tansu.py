@@ -34,9 +34,12 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from tickcast.embedded import EmbeddedError
 
 
-class TansuError(RuntimeError):
+class TansuError(EmbeddedError):
     """The broker could not be started; the message includes the tail of its log."""
 
 
@@ -73,10 +76,13 @@ class TansuBroker:
     ``log_path`` (a temporary file if not given)."""
 
     def __init__(self, port: int, storage: str = "memory://tansu/", s3: Mapping[str, str] | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, env: Mapping[str, str] | None = None,
+                 popen: Mapping[str, Any] | None = None) -> None:
         self.port = port
         self.storage = storage
         self.s3 = dict(s3 or {})
+        self.extra_env = dict(env or {})
+        self.popen = dict(popen or {})  # more subprocess.Popen arguments (e.g. preexec_fn)
         self.log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"tansu-{port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -87,13 +93,14 @@ class TansuBroker:
     @classmethod
     def start(cls, port: int | None = None, storage: str = "memory://tansu/",
               s3: Mapping[str, str] | None = None, log_path: Path | None = None,
-              timeout: float = 20.0) -> TansuBroker:
-        b = cls(port or _free_port(), storage, s3, log_path)
+              timeout: float = 20.0, env: Mapping[str, str] | None = None,
+              popen: Mapping[str, Any] | None = None) -> TansuBroker:
+        b = cls(port or _free_port(), storage, s3, log_path, env, popen)
         b.restart(timeout)
         return b
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {**os.environ, **self.extra_env}
         if self.s3:
             env.update(
                 AWS_ENDPOINT=self.s3["endpoint"], AWS_ALLOW_HTTP="true",
@@ -111,7 +118,7 @@ class TansuBroker:
                "--storage-engine", self.storage]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, **self.popen)
         deadline = time.monotonic() + timeout
         while not _accepts(self.port):
             if self.proc.poll() is not None:
