@@ -27,10 +27,15 @@ test: $(STAMP) ## run the full test suite (starts the servers it needs)
 
 lint: $(STAMP) ## ruff + mypy
 	$(BIN)/ruff check tickcast dataflows models api tests benchmarks
-	$(BIN)/mypy tickcast
+	$(BIN)/mypy tickcast api
 
 bench: $(STAMP) ## run the benchmarks (prints figures and ratios against same-run references)
-	$(BIN)/python benchmarks/bench_pipeline.py $(ARGS)
+	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/bench_kafka.py --trades 1000000
+	$(BIN)/python benchmarks/bench_latency.py
+	$(BIN)/python benchmarks/bench_latency.py --via-kafka
+	$(BIN)/python benchmarks/bench_online.py
+	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_api.py
 
 clean: ## remove .venv and local data

@@ -29,6 +29,8 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 
+from api.dashboard import OPENAPI_PATHS as DASHBOARD_PATHS
+from api.dashboard import dashboard
 from tickcast.config import ConfigError, Settings
 from tickcast.schema import us_to_iso
 
@@ -146,6 +148,7 @@ OPENAPI: dict[str, Any] = {
             "503": {"$ref": "#/components/responses/Error"}}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {
             "200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        **DASHBOARD_PATHS,  # /dashboard, /dashboard/app.js, /dashboard/data (api/dashboard.py)
     },
     "components": {
         "schemas": {
@@ -193,6 +196,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     registry = registry_from_settings(settings)
     models = ModelCache(registry, cfg.get("model_refresh_seconds", MODEL_REFRESH_SECONDS))
     app.extensions["tickcast"] = {"settings": settings, "online": online, "registry": registry, "models": models}
+    app.register_blueprint(dashboard)  # GET /dashboard, /dashboard/data: reads the offline store
 
     metrics = CollectorRegistry()
     latency = Histogram("tickcast_api_request_seconds", "request latency", ["route", "status"], registry=metrics,
@@ -228,8 +232,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> tuple[Response, int]:
-        if hasattr(e, "code") and isinstance(getattr(e, "code", None), int) and e.code < 500:  # type: ignore[attr-defined]
-            return fail(e.code, "bad_request", str(e))  # type: ignore[attr-defined]
+        code = getattr(e, "code", None)
+        if isinstance(code, int) and code < 500:
+            return fail(code, "bad_request", str(e))
         log.exception("unexpected error on %s", request.path)
         return fail(503, "internal_unavailable", f"{type(e).__name__}: the request could not be served; "
                     "see the server log")
@@ -333,9 +338,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.get("/models")
     def list_models() -> Any:
-        out = {"aliases": registry.list_aliases(), "models": {}}
+        models: dict[str, list[dict[str, Any]]] = {}
+        out = {"aliases": registry.list_aliases(), "models": models}
         for name in registry.list_models():
-            out["models"][name] = [{"version": m["version"], "created_at": m["created_at"],
+            models[name] = [{"version": m["version"], "created_at": m["created_at"],
                                     "model_kind": m["meta"].get("model_kind"), "metrics": m["meta"].get("metrics")}
                                    for m in registry.list_versions(name)[:20]]
         return jsonify(out)
