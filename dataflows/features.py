@@ -73,13 +73,21 @@ def parse_chunk(chunk: RawChunk) -> list[tuple[str, Any]]:
 class PipelineLogic(StatefulLogic[list[Trade], StepOutput, SymbolPipeline]):
     """Drives one symbol's :class:`SymbolPipeline` inside Bytewax.
 
-    Live sources advance the watermark with the wall clock too (a quiet market still
-    gets its empty candles on time): watermark = newest event + wall time since it
-    arrived - lateness. Replays are driven by event time alone (deterministic)."""
+    Live sources advance the watermark with the wall clock too, so a quiet market
+    still gets its (empty) candles: once no newer trade has arrived for ``idle_us``
+    (default: one window), watermark = newest event + (wall time since it arrived -
+    idle_us) - lateness. While trades flow the watermark is their event time alone.
+    The idle grace is what keeps a *stalled* flow honest: a consumer that falls
+    behind (a busy machine, a pause, a Kafka backlog) sees no trade for a while and
+    then a burst of older ones; without the grace, wall time would have closed their
+    windows and they would all be late. Stalls shorter than lateness + grace cost
+    nothing; longer ones turn trades into late-trade dead letters (recorded and
+    counted, never dropped). Replays are driven by event time alone (deterministic)."""
 
-    def __init__(self, pipe: SymbolPipeline, live: bool) -> None:
+    def __init__(self, pipe: SymbolPipeline, live: bool, idle_us: int | None = None) -> None:
         self.pipe = pipe
         self.live = live
+        self.idle_us = pipe.windower.window_us if idle_us is None else idle_us
         # wall-clock anchor; never restored from a snapshot (time passed while down)
         self._anchor_event: int | None = pipe.windower.max_event_us
         self._anchor_wall = now_us()
@@ -97,7 +105,8 @@ class PipelineLogic(StatefulLogic[list[Trade], StepOutput, SymbolPipeline]):
     def _watermark(self) -> int | None:
         if self._anchor_event is None:
             return None
-        return self._anchor_event + (now_us() - self._anchor_wall) - self.pipe.windower.lateness_us
+        idle = max(0, now_us() - self._anchor_wall - self.idle_us)
+        return self._anchor_event + idle - self.pipe.windower.lateness_us
 
     def on_notify(self) -> tuple[list[StepOutput], bool]:
         wm = self._watermark()
@@ -110,7 +119,7 @@ class PipelineLogic(StatefulLogic[list[Trade], StepOutput, SymbolPipeline]):
         due = self.pipe.windower.next_close_us()
         if due is None:
             return None
-        wall = self._anchor_wall + (due - self._anchor_event)
+        wall = self._anchor_wall + self.idle_us + (due - self._anchor_event)
         return datetime.fromtimestamp(wall / 1e6, tz=UTC) + timedelta(milliseconds=1)
 
     def on_eof(self) -> tuple[list[StepOutput], bool]:

@@ -271,3 +271,29 @@ def test_kill_9_and_recover_loses_and_duplicates_nothing(tmp_path: Path, redis_d
     r = run_flow(env, *args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert_matches_batch(lake, expected)
+
+
+@pytest.mark.parametrize("idle_us, late", [(0, 1), (None, 0)])
+def test_live_watermark_waits_an_idle_grace_before_wall_time_closes_windows(idle_us: int | None, late: int) -> None:
+    """A live flow that stalls for 0.5 s (a busy machine, a Kafka backlog) and then reads
+    the trades it fell behind on: with the idle grace (default one window) they count;
+    with none, wall time closed their window during the stall and one became late."""
+    import dataflows.features as features_flow
+    from tickcast.pipeline import SymbolPipeline
+    from tickcast.schema import Trade
+
+    pipe = SymbolPipeline("BTC/USD", 1, 100_000)
+    logic = features_flow.PipelineLogic(pipe, live=True, idle_us=idle_us)
+    start = (time.time_ns() // 1000 // 1_000_000) * 1_000_000  # a window [start, start + 1 s)
+
+    def trade(tid: int, ts_us: int) -> Trade:
+        return Trade("BTC/USD", tid, ts_us, 100.0, 1.0, "buy", "limit")
+
+    logic.on_item([trade(1, start + 700_000)])
+    wm = logic._watermark()
+    assert wm is not None and 0 <= wm - (start + 700_000 - 100_000) < (50_000 if idle_us == 0 else 1)
+    logic._anchor_wall -= 500_000  # 0.5 s pass without a trade reaching this step
+    logic.on_notify()
+    out, _ = logic.on_item([trade(2, start + 900_000)])  # the trade it was behind on
+    assert sum(len(o.dead_letters) for o in out) == late
+    assert pipe.late_count == late

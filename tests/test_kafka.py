@@ -9,8 +9,9 @@ workers over a 2-partition topic, across a broker kill -9 + restart on S3 mid-in
 and across a kill -9 of the feature flow + Bytewax recovery.
 
 The Kafka runs set TICKCAST_ALLOWED_LATENESS_SECONDS=5: the feature flow treats Kafka as
-a live source (its watermark also advances with the wall clock), so a consumer stalled
-for longer than the lateness while it reads a backlog would close windows early. Trades
+a live source (its watermark also advances with the wall clock once no trade has come
+for a window), so a consumer stalled for longer than window + lateness while it reads a
+backlog on this busy 2-core machine would close windows early. Trades
 are in order per symbol, so the lateness changes nothing else.
 """
 
