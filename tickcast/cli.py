@@ -386,7 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="run the whole system locally (what `make run` starts)", epilog=EPILOG)
+    up = sub.add_parser(
+        "up", help="run the whole system locally (what `make run` starts)", epilog=EPILOG,
+        description="Starts, under the data dir: Valkey, a Kafka-protocol broker (tansu) kept on a SeaweedFS "
+        "S3 server (unless TICKCAST_KAFKA_BROKERS names a cluster), dataflows.ingest (source -> Kafka), "
+        "dataflows.features (Kafka -> candles, features, online learning -> stores), the API on gunicorn and "
+        "periodic training. Prints the URLs and a live status line; logs go to DATA_DIR/logs. Ctrl-C stops "
+        "everything; `up` again resumes from Bytewax recovery. --source kafka reads an existing topic.")
     up.add_argument("--source", help="kraken | kafka | sim | replay:FILE (default: $TICKCAST_SOURCE or kraken)")
     up.add_argument("--symbols", help="comma-separated Kraken v2 symbols (default: BTC/USD,ETH/USD)")
     up.add_argument("--data-dir", help="directory for every embedded store (default: ./data)")
