@@ -23,6 +23,23 @@ make the stores exactly-once.
 
 Failures at start (no network, a symbol Kraken rejects) end the process with exit
 status 1 / 2 and one line on stderr, not a Bytewax traceback.
+
+**Ingestion metrics.** The client's counters (connects, reconnects, gaps, filled and
+unfilled gap trades, duplicates dropped, malformed frames) go to the offline store's
+``ingest_stats`` table as deltas, one row every ``TICKCAST_STATS_SECONDS`` (default
+10) and one at close, keyed by ``source``, a random ``session`` per partition start,
+and ``ts``. ``next_batch`` only *collects* a row when one is due (seven integer
+subtractions); a small writer thread of
+:class:`~tickcast.live.ingest_stats.IngestStatsRecorder` inserts it, so the worker
+never waits for the store (a Parquet part or a ClickHouse insert). The rows do not go
+through the dataflow on purpose: they describe this process's connection, not the
+market data, so they need no keying, ordering or recovery, and routing them would
+change the item type every source and both flows (``ingest``, ``features``) share.
+On a clean stop (SIGINT: Bytewax calls ``close``; also before a fatal client error
+ends the process) the client is stopped first, then the final row is written, so the
+rows of a session add up exactly to the client's totals. A crash (``kill -9``, or
+SIGTERM, which Bytewax does not turn into ``close``) loses at most the current
+interval's counts.
 """
 
 from __future__ import annotations
@@ -37,6 +54,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from dataflows.sources import RawChunk
 from tickcast.config import ConfigError, Settings
 from tickcast.kraken import KrakenError
+from tickcast.live.ingest_stats import IngestStatsRecorder
 from tickcast.live.kraken_client import ClientConfig, ClientThread, NetworkUnavailable
 
 State = dict[str, tuple[int, int]]  # symbol -> (last emitted trade_id, its time in µs)
@@ -60,7 +78,11 @@ class _KrakenPartition(StatefulSourcePartition[RawChunk, State]):
         except ConfigError as e:
             _die(e)
         self._state: State = {s: (int(v[0]), int(v[1])) for s, v in (resume or {}).items()}
-        self._bg = ClientThread(cfg, resume=self._state).start()
+        self._bg = ClientThread(cfg, resume=self._state)
+        # before the client starts: the first row counts the first connect
+        self.stats = IngestStatsRecorder(settings.offline_url, "kraken", self._bg.client.stats.as_dict,
+                                         settings.stats_seconds)
+        self._bg.start()
         try:
             # bounded: connect + every ack, or the client's own error
             self._bg.wait_ready(cfg.open_timeout_s + cfg.ack_timeout_s + 5)
@@ -69,9 +91,11 @@ class _KrakenPartition(StatefulSourcePartition[RawChunk, State]):
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[RawChunk]:
+        self.stats.poll()  # collects a row when one is due; a thread writes it
         try:
             events = self._bg.drain(_MAX_EVENTS)
         except KrakenError as e:
+            self.stats.close(timeout_s=5.0)  # the client has stopped: its final counts
             _die(e)
         if not events:
             self._awake = datetime.now(UTC) + _IDLE_POLL
@@ -98,6 +122,7 @@ class _KrakenPartition(StatefulSourcePartition[RawChunk, State]):
 
     def close(self) -> None:
         self._bg.stop()
+        self.stats.close()  # after the client stopped: nothing is counted after the final row
 
 
 class KrakenSource(FixedPartitionedSource[RawChunk, State]):

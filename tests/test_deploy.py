@@ -1,18 +1,26 @@
-"""deploy/: the compose file validates, and every Grafana panel's SQL (plugin macros
-expanded) runs on the embedded ClickHouse engine against data a replay wrote."""
+"""deploy/: the compose file validates; the Grafana dashboard validates against
+Grafana's published schema (the Grafana Foundation SDK's models for the Grafana version
+the compose file runs; see tests/grafana_schema.py for what that covers), and every
+panel's SQL (plugin macros expanded) runs on the embedded ClickHouse engine against data
+a replay wrote plus the ingest_stats of a live session against the fake Kraken."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import orjson
 import pytest
 
+from tests.fake_kraken import FakeKraken
+from tests.grafana_schema import errors, lost_in, sdk_round_trip
 from tests.test_flow import flow_env, run_flow
+from tests.test_kraken_live import kraken_settings, pump_source
 from tickcast.stores.offline import open_offline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +78,22 @@ def replayed(tmp_path_factory: pytest.TempPathFactory, valkey_url: str) -> Path:
     lake = d / "offline"
     r = run_flow(flow_env(replay, lake, valkey_url + "/9"))
     assert r.returncode == 0, r.stderr[-2000:]
+    # a live session of the real Kraken source against the fake Kraken — a drop during a
+    # burst and a gap while connected — so the ingest panel has rows (a replay has no
+    # reconnects); the source's recorder writes them to the same lake
+    from dataflows.kraken_source import _KrakenPartition
+
+    with FakeKraken(heartbeat_s=0.2) as fk, pytest.MonkeyPatch.context() as mp:
+        part = _KrakenPartition(kraken_settings(fk, d, mp, stats_seconds=0.2), None)
+        try:
+            fk.publish(fk.make_trades(60), per_msg=2)
+            fk.publish(fk.make_trades(300), per_msg=2, drop_after=10)
+            fk.wait_subscribed(2)
+            fk.withhold(fk.make_trades(20, ["BTC/USD"]))
+            fk.publish(fk.make_trades(10))
+            pump_source(part, fk, [])
+        finally:
+            part.close()
     return lake
 
 
@@ -81,15 +105,24 @@ def test_every_panel_query_runs_on_chdb_and_returns_rows(replayed: Path) -> None
     var = dash["templating"]["list"][0]["query"]
     assert [r[0] for r in store.query(var).result_rows] == ["BTC/USD", "ETH/USD"]
     empty = []
+    results = {}
     for panel in dash["panels"]:
         assert panel["datasource"]["type"] == "grafana-clickhouse-datasource"
         for target in panel["targets"]:
-            rows = store.query(expand(target["rawSql"], t0, t1, "BTC/USD")).result_rows
-            if not rows:
+            res = store.query(expand(target["rawSql"], t0, t1, "BTC/USD"))
+            results[panel["title"]] = [dict(zip(res.column_names, r, strict=True)) for r in res.result_rows]
+            if not res.result_rows:
                 empty.append(panel["title"])
     store.close()
     # drift needs a regime change the short replay may not have; everything else must have data
     assert [e for e in empty if e != "Drift events"] == []
+    # the live session: one reconnect, and the 20 withheld trades (plus the burst's tail
+    # beyond the reconnect snapshot) filled from REST
+    ingest = results["Reconnects and filled gaps per minute"]
+    assert sum(r["reconnects"] for r in ingest) == 1 and sum(r["gaps"] for r in ingest) >= 2
+    assert sum(r["filled_trades"] for r in ingest) >= 20 and sum(r["unfilled_trades"] for r in ingest) == 0
+    dead = results["Dead letters and late trades per minute"]
+    assert sum(r["dead_letters"] for r in dead) == 1 and sum(r["late_trades"] for r in dead) == 1
 
 
 def test_dashboard_json_is_well_formed() -> None:
@@ -100,3 +133,56 @@ def test_dashboard_json_is_well_formed() -> None:
     for p in dash["panels"]:
         assert {"id", "type", "title", "gridPos", "targets", "datasource"} <= set(p)
         assert all(t["rawSql"].strip().upper().startswith("SELECT") for t in p["targets"])
+
+
+def test_dashboard_validates_against_grafanas_schema() -> None:
+    """Every property known to the schema of the Grafana version we deploy, with its type,
+    enum values and required properties; panel options per panel plugin; nothing the
+    SDK's own decoder drops. Then: the validator really rejects broken dashboards."""
+    compose = (DEPLOY / "docker-compose.yml").read_text()
+    image = re.search(r"image: grafana/grafana:(\d+\.\d+)\.", compose)
+    assert image, "the compose file's Grafana image has no version"
+    sdk = version("grafana-foundation-sdk").split("!")[-1]
+    assert sdk.startswith(image.group(1) + "."), (
+        f"grafana-foundation-sdk {sdk} is not the schema of Grafana {image.group(1)}: re-pin it in pyproject.toml")
+    dash = json.loads((DEPLOY / "grafana" / "dashboards" / "tickcast.json").read_text())
+    assert errors(dash) == []
+    assert lost_in(dash, sdk_round_trip(dash)) == []
+
+    bad = copy.deepcopy(dash)
+    bad["panels"][0]["gridPos"]["w"] = "12"
+    bad["panels"][0]["colour"] = "red"
+    bad["panels"][1]["options"]["legend"]["placement"] = "top"
+    del bad["panels"][2]["options"]["tooltip"]
+    del bad["panels"][3]["targets"][0]["refId"]
+    bad["templating"]["list"][0]["refresh"] = 7
+    bad["graphTooltip"] = True
+    assert sorted(errors(bad)) == sorted([
+        "panels[0].gridPos.w: expected an integer, got '12'",
+        "panels[0].colour: not a property of Panel",
+        "panels[1].options.legend.placement: 'top' is not a LegendPlacement (['bottom', 'right'])",
+        "panels[2].options: Options requires 'tooltip'",
+        "panels[3].targets[0]: DataQuery requires 'refId'",
+        "templating.list[0].refresh: 7 is not a VariableRefresh ([0, 1, 2])",
+        "graphTooltip: True is not a DashboardCursorSync ([0, 1, 2])",
+    ])
+
+
+def test_kubernetes_flows_keep_recovery_and_stop_with_sigint() -> None:
+    """Both flows run with Bytewax recovery on a volume and get SIGINT before SIGTERM
+    (Bytewax closes sources and sinks only on SIGINT); the topic has at least as many
+    partitions as the feature flow has processes."""
+    import yaml
+
+    docs = [d for f in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    by_name = {d["metadata"]["name"]: d for d in docs}
+    config = by_name["tickcast"]["data"]
+    for name, flow in [("tickcast-ingest", "dataflows.ingest"), ("tickcast-features", "dataflows.features")]:
+        d = by_name[name]
+        assert d["kind"] == "StatefulSet" and d["spec"]["volumeClaimTemplates"], name
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        script = " ".join(c["command"] + c.get("args", []))
+        assert f"exec python -m bytewax.run {flow}" in script and "-r /data/recovery" in script, name
+        assert "kill -INT 1" in " ".join(c["lifecycle"]["preStop"]["exec"]["command"]), name
+    replicas = by_name["tickcast-features"]["spec"]["replicas"]
+    assert int(config["TICKCAST_KAFKA_PARTITIONS"]) >= replicas

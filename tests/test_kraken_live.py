@@ -317,6 +317,142 @@ def test_no_network_fails_fast_with_the_offline_hint(fake: FakeKraken, url: str)
     bg.stop()
 
 
+# -- ingestion metrics: the source writes the client's counters to ingest_stats --------------------
+
+
+STATS_SUMS = ("SELECT count(), uniqExact(session), any(source), sum(connects), sum(reconnects), sum(gaps), "
+              "sum(filled), sum(unfilled), sum(duplicates), sum(malformed), sum(interval_seconds) FROM ingest_stats")
+COUNTERS = ("connects", "reconnects", "gaps", "filled", "unfilled", "duplicates", "malformed")
+
+
+def ingest_stats(lake: Path) -> dict[str, object]:
+    store = open_offline(f"chdb://{lake}", read_only=True)
+    try:
+        row = store.query(STATS_SUMS).result_rows[0]
+        rows = store.query("SELECT session, toUnixTimestamp64Micro(ts), interval_seconds FROM ingest_stats "
+                           "ORDER BY ts").result_rows
+    finally:
+        store.close()
+    return dict(zip(("rows", "sessions", "source", *COUNTERS, "seconds"), row, strict=True)) | {"list": rows}
+
+
+def kraken_settings(fk: FakeKraken, tmp: Path, monkeypatch: pytest.MonkeyPatch, **kw: object):  # type: ignore[no-untyped-def]
+    from tickcast.config import Settings
+
+    monkeypatch.setenv("TICKCAST_KRAKEN_BACKOFF_SECONDS", "0.02")
+    monkeypatch.setenv("TICKCAST_KRAKEN_SILENCE_SECONDS", "1")
+    return Settings(source="kraken", symbols=tuple(fk.symbols), kraken_ws_url=fk.ws_url,
+                    kraken_rest_url=fk.rest_url, data_dir=tmp, clickhouse_url=f"chdb://{tmp / 'offline'}",
+                    **kw)  # type: ignore[arg-type]
+
+
+def pump_source(part, fk: FakeKraken, got: list[Trade], until_all: bool = True,  # type: ignore[no-untyped-def]
+                timeout: float = 15.0) -> None:
+    """Call the source partition's next_batch as Bytewax's worker would (every 5 ms when
+    idle), parsing what it emits into ``got``, until every server trade arrived (or for
+    ``timeout`` seconds when ``until_all`` is false)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for _, msgs in part.next_batch():
+            for pos, raw in msgs:
+                got.extend(parse_message(raw, "kraken", 0, pos)[0])
+        if until_all and len(got) >= len(fk.all_trades()):
+            return
+        time.sleep(0.005)
+    assert not until_all, f"{len(fk.all_trades()) - len(got)} trades never arrived"
+
+
+def test_source_writes_ingest_stats_that_add_up_to_what_happened(
+        fake: FakeKraken, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real Bytewax source partition (driven by hand, as Bytewax's worker would): a drop
+    during a burst, a gap while connected, an idle drop, a malformed frame. Rows every
+    0.3 s plus one at close; their sums are exactly the client's counters, and the
+    reconnects, connects and gap-filled trades are what the scenario caused."""
+    from dataflows.kraken_source import _KrakenPartition
+
+    t0 = time.monotonic()
+    part = _KrakenPartition(kraken_settings(fake, tmp_path, monkeypatch, stats_seconds=0.3), None)
+    got: list[Trade] = []
+
+    def pump(until_all: bool = True, timeout: float = 15.0) -> None:
+        pump_source(part, fake, got, until_all, timeout)
+
+    try:
+        fake.publish(fake.make_trades(100), per_msg=2)
+        pump()
+        fake.publish(fake.make_trades(400), per_msg=2, drop_after=20)  # a drop during a burst
+        fake.wait_subscribed(2)
+        pump()
+        fake.withhold(fake.make_trades(30, ["BTC/USD"]))  # a gap while connected: 30 trades from REST
+        fake.publish(fake.make_trades(40), per_msg=2)
+        pump()
+        gap_filled = part._bg.client.stats.filled
+        fake.drop()  # an idle drop: the new snapshots overlap, nothing to fill
+        fake.wait_subscribed(3)
+        fake.send_raw("not json", "BTC/USD")
+        fake.publish(fake.make_trades(20), per_msg=2)
+        pump()
+        pump(until_all=False, timeout=1.0)  # a few more (empty) intervals
+    finally:
+        part.close()
+    elapsed = time.monotonic() - t0
+    assert_exact(got, fake.all_trades())
+    client = part._bg.client.stats.as_dict()
+    st = ingest_stats(tmp_path / "offline")
+    # what the client counted, exactly: every delta was written, the final one at close
+    assert {k: st[k] for k in COUNTERS} == {k: client[k] for k in COUNTERS}, (st, client)
+    # what the scenario caused
+    assert st["reconnects"] == 2 and st["connects"] == 3 == fake.connections
+    assert st["malformed"] == 1 and st["unfilled"] == 0 and st["gaps"] >= 2
+    assert gap_filled > 30 and st["filled"] == gap_filled  # the burst's tail beyond the snapshot + the 30
+    assert st["duplicates"] >= 2 * 50  # the idle drop's snapshots: 50 trades per symbol already had
+    # one session, a row per interval, the intervals add up to the partition's lifetime
+    assert st["sessions"] == 1 and st["source"] == "kraken"
+    assert st["rows"] >= elapsed / 0.3 - 2, (st["rows"], elapsed)
+    ts = [r[1] for r in st["list"]]  # type: ignore[attr-defined]
+    assert ts == sorted(ts) and len(set(ts)) == len(ts)
+    assert abs(st["seconds"] - elapsed) < 0.5, (st["seconds"], elapsed)  # type: ignore[operator]
+    intervals = sorted(r[2] for r in st["list"][:-1])  # type: ignore[attr-defined]
+    assert all(x > 0 for x in intervals) and 0.2 < intervals[len(intervals) // 2] < 0.6, intervals
+
+
+def test_ingest_stats_writer_keeps_rows_while_the_store_fails_and_says_so_when_it_gives_up(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The writer thread retries a failing store with the rows in order; rows it cannot
+    write by the end of close() are logged with their content, never dropped silently."""
+    from tickcast.live.ingest_stats import IngestStatsRecorder
+    from tickcast.live.kraken_client import ClientStats
+
+    blocker = tmp_path / "lake"
+    blocker.write_text("a file where the lake's directory should be")
+    stats = ClientStats()
+    rec = IngestStatsRecorder(f"chdb://{blocker}", "kraken", stats.as_dict, 0.05)
+    for i in range(3):
+        stats.reconnects += 1
+        stats.filled += 10 * (i + 1)
+        time.sleep(0.06)
+        rec.poll()
+    time.sleep(0.2)
+    assert rec.rows_written == 0 and "failed" in caplog.text  # the store is broken: retried later
+    blocker.unlink()  # the store recovers
+    stats.gaps += 1
+    rec.close(timeout_s=10)
+    assert rec.rows_written == 4 and rec.rows_dropped == 0
+    st = ingest_stats(blocker)
+    assert (st["rows"], st["reconnects"], st["filled"], st["gaps"]) == (4, 3, 60, 1)
+
+    caplog.clear()
+    with socket.socket() as s:  # a ClickHouse server that is not there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rec = IngestStatsRecorder(f"http://u:secret@127.0.0.1:{port}/default", "kraken", ClientStats().as_dict, 5)
+    rec.close(timeout_s=0.5)
+    assert rec.rows_written == 0 and rec.rows_dropped == 1
+    lost = [r for r in caplog.records if "could not be written" in r.getMessage()]
+    assert lost and lost[0].levelname == "ERROR" and '"session"' in lost[0].getMessage()
+    assert "secret" not in caplog.text
+
+
 # -- end to end: the feature flow with TICKCAST_SOURCE=kraken ----------------------------------------
 
 
@@ -420,9 +556,12 @@ def start_flow(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
 def test_flow_stores_every_trade_once_through_drops_gaps_and_garbage(tmp_path: Path, redis_db_url: str) -> None:
     """Two drops during bursts, a gap while connected, a malformed frame, an overlapping
     snapshot and a silent connection, through the real flow: the candles hold exactly the
-    server's trades (count, first and last trade_id of every 1-s window)."""
+    server's trades (count, first and last trade_id of every 1-s window). With a 60-s stats
+    interval the one ingest_stats row is the one written at close (Ctrl-C = SIGINT), and
+    it holds what the scenario caused."""
     with FakeKraken(heartbeat_s=0.2) as fk:
-        p = start_flow(flow_env(fk, tmp_path, redis_db_url, TICKCAST_ONLINE_MODEL="off"))
+        p = start_flow(flow_env(fk, tmp_path, redis_db_url, TICKCAST_ONLINE_MODEL="off",
+                                TICKCAST_STATS_SECONDS="60"))
         try:
             wait_subscribed(fk, p, 1)
             for i in range(6):
@@ -445,6 +584,11 @@ def test_flow_stores_every_trade_once_through_drops_gaps_and_garbage(tmp_path: P
         assert late == 0, f"{late} trades arrived after their candle closed"
         assert got == want, window_diff(got, want) + "\n" + flow_warnings(err)
         assert len(dead) == 1 and "not valid JSON" in dead[0]
+        st = ingest_stats(tmp_path / "offline")
+        assert st["rows"] == st["sessions"] == 1, (st, err[-2000:])
+        assert st["connects"] == fk.connections == 4 and st["reconnects"] == 3  # 2 drops + the silence
+        assert st["malformed"] == 1 and st["unfilled"] == 0
+        assert st["gaps"] >= 3 and st["filled"] >= 25 and st["duplicates"] >= 50  # the 25 withheld: REST
 
 
 def wait_checkpoint(rec: Path, fk: FakeKraken, p: subprocess.Popen[bytes], timeout: float = 30) -> None:

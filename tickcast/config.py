@@ -65,6 +65,10 @@ class Settings:
     online_model: str = "linear"  # River model learning in the feature flow; "off" disables
     snapshot_every: int = 360  # registry snapshot of the online model every N learned samples
     registry_keep: int = 20  # snapshots kept per model (aliased ones are never deleted)
+    # A live source writes its client's counters (reconnects, gaps, …) to the offline
+    # store's ingest_stats every this many seconds: 10 s resolves a reconnect storm
+    # within a dashboard minute at ~8,600 tiny rows a day.
+    stats_seconds: float = 10.0
 
     # -- derived ----------------------------------------------------------------
     @property
@@ -207,4 +211,5 @@ class Settings:
             online_ttl_seconds=integer("ONLINE_TTL_SECONDS", d.online_ttl_seconds, 1),
             sim_seed=integer("SIM_SEED", d.sim_seed, 0),
             sim_rate=number("SIM_RATE", d.sim_rate, 0.001),
+            stats_seconds=number("STATS_SECONDS", d.stats_seconds, 0.1),
         )

@@ -45,9 +45,12 @@ _ARROW: dict[str, pa.DataType] = {
     "Float64": pa.float64(),
     "Int64": pa.int64(),
     "UInt32": pa.uint32(),
+    "UInt64": pa.uint64(),
 }
-_DEFAULTS: dict[str, Any] = {"String": "", "Float64": float("nan"), "Int64": 0, "UInt32": 0}
+_DEFAULTS: dict[str, Any] = {"String": "", "Float64": float("nan"), "Int64": 0, "UInt32": 0, "UInt64": 0}
 VERSION = "_v"
+# The ClientStats counters stored in ``ingest_stats`` (deltas per interval), in column order.
+INGEST_COUNTERS = ("connects", "reconnects", "gaps", "filled", "unfilled", "duplicates", "malformed")
 
 
 class Column(NamedTuple):
@@ -132,6 +135,13 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("run_id", "String"), ("started_at", TS), ("finished_at", TS), ("symbol", "String"),
         ("report", "String"),
     ], ("run_id", "symbol")),
+    # What a live source's client went through (tickcast.live.kraken_client.ClientStats):
+    # one row per interval of one session (a random id per source-partition start), the
+    # counters as deltas over [ts - interval_seconds, ts), so sum() over any span is exact.
+    _table("ingest_stats", [
+        ("source", "String"), ("session", "String"), ("ts", TS), ("interval_seconds", "Float64"),
+        *((n, "UInt64") for n in INGEST_COUNTERS),
+    ], ("source", "session", "ts")),
 )}
 
 
