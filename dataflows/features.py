@@ -23,51 +23,17 @@ source resumes where the last epoch ended; the sinks are idempotent.
 from __future__ import annotations
 
 import sys
-import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 
 from dataflows.sinks import OfflineSink, OnlineSink, RegistrySink
-from dataflows.sources import RawChunk, is_live, make_source
+from dataflows.sources import DEAD, is_live, make_source, now_us, parse_chunk
 from tickcast.config import ConfigError, Settings
-from tickcast.kraken import parse_message
 from tickcast.pipeline import StepOutput, SymbolPipeline
-from tickcast.schema import DeadLetter, Trade
-
-DEAD = "\x00dead"  # key of the dead-letter branch (never a Kraken symbol)
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def parse_chunk(chunk: RawChunk) -> list[tuple[str, Any]]:
-    """Parse a chunk of raw messages into per-symbol trade lists (+ dead letters)."""
-    source, lines = chunk
-    received = now_us()
-    parse = parse_message
-    if source.startswith("kafka:"):
-        from tickcast.wire import decode_trade as parse
-    by_symbol: dict[str, list[Trade]] = {}
-    dead: list[DeadLetter] = []
-    for pos, raw in lines:
-        trades, bad = parse(raw, source, received, pos)
-        for t in trades:
-            lst = by_symbol.get(t.symbol)
-            if lst is None:
-                by_symbol[t.symbol] = [t]
-            else:
-                lst.append(t)
-        if bad:
-            dead.extend(bad)
-    out: list[tuple[str, Any]] = list(by_symbol.items())
-    if dead:
-        out.append((DEAD, dead))
-    return out
+from tickcast.schema import Trade
 
 
 class PipelineLogic(StatefulLogic[list[Trade], StepOutput, SymbolPipeline]):

@@ -26,42 +26,15 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.kafka_io import KafkaTradeSink, KafkaUnavailable, ensure_topic, partitions_from_env
-from dataflows.sources import RawChunk, make_source
+from dataflows.sources import DEAD, make_source, parse_chunk
 from tickcast.config import ConfigError, Settings
-from tickcast.kraken import parse_message
-from tickcast.schema import DeadLetter, Trade
-
-DEAD = "\x00dead"  # key of the dead-letter branch (never a Kraken symbol)
-
-
-def parse_chunk(chunk: RawChunk) -> list[tuple[str, Any]]:
-    """A chunk of raw Kraken v2 messages -> ``(symbol, [trades])`` items and one
-    ``(DEAD, [dead letters])`` item when any message was bad."""
-    source, lines = chunk
-    received = time.time_ns() // 1000
-    by_symbol: dict[str, list[Trade]] = {}
-    dead: list[DeadLetter] = []
-    for pos, raw in lines:
-        trades, bad = parse_message(raw, source, received, pos)
-        for t in trades:
-            lst = by_symbol.get(t.symbol)
-            if lst is None:
-                by_symbol[t.symbol] = [t]
-            else:
-                lst.append(t)
-        if bad:
-            dead.extend(bad)
-    out: list[tuple[str, Any]] = list(by_symbol.items())
-    if dead:
-        out.append((DEAD, dead))
-    return out
+from tickcast.schema import DeadLetter
 
 
 class _DeadLetterPartition(StatefulSinkPartition[list[DeadLetter], None]):

@@ -2,7 +2,7 @@
 
 Every source emits the same item: a :data:`RawChunk` ``(source_name, [(position,
 raw_message_bytes), ...])``. Parsing happens in one place downstream
-(``dataflows.features.parse_chunk``): raw Kraken v2 messages through
+(:func:`parse_chunk`, used by both flows): raw Kraken v2 messages through
 ``tickcast.kraken.parse_message``, except chunks whose source name starts with
 ``kafka:``, which carry tickcast's normalised trade JSON (``tickcast.wire``). So the
 replay file, the simulator and the live socket all go through exactly the same code. Chunks amortise Bytewax's per-item
@@ -25,6 +25,8 @@ import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from tickcast.config import Settings
+from tickcast.kraken import parse_message
+from tickcast.schema import DeadLetter, Trade
 
 RawChunk = tuple[str, list[tuple[str, bytes]]]
 
@@ -155,3 +157,35 @@ def make_source(settings: Settings) -> FixedPartitionedSource[Any, Any]:
 def is_live(settings: Settings) -> bool:
     """Live sources advance event time with the wall clock; replays do not."""
     return settings.replay_path is None
+
+
+DEAD = "\x00dead"  # key of the dead-letter branch (never a Kraken symbol)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def parse_chunk(chunk: RawChunk) -> list[tuple[str, Any]]:
+    """Parse a chunk of raw messages into per-symbol trade lists (+ dead letters)."""
+    source, lines = chunk
+    received = now_us()
+    parse = parse_message
+    if source.startswith("kafka:"):
+        from tickcast.wire import decode_trade as parse
+    by_symbol: dict[str, list[Trade]] = {}
+    dead: list[DeadLetter] = []
+    for pos, raw in lines:
+        trades, bad = parse(raw, source, received, pos)
+        for t in trades:
+            lst = by_symbol.get(t.symbol)
+            if lst is None:
+                by_symbol[t.symbol] = [t]
+            else:
+                lst.append(t)
+        if bad:
+            dead.extend(bad)
+    out: list[tuple[str, Any]] = list(by_symbol.items())
+    if dead:
+        out.append((DEAD, dead))
+    return out

@@ -49,14 +49,6 @@ LATENESS = "5"
 # -- servers ---------------------------------------------------------------------------------------
 
 
-def _wait(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready within {timeout} s")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
     """tansu in memory on a free port."""
