@@ -243,13 +243,40 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     def _start() -> None:
         g.t0 = time.perf_counter()
 
+    # labelled metric children, looked up once per label set (not on every request)
+    children: dict[tuple[Any, ...], Any] = {}
+
+    def child(metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        c = children.get(key)
+        if c is None:
+            c = children[key] = metric.labels(*labels)
+        return c
+
     @app.after_request
     def _observe(resp: Response) -> Response:
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        latency.labels(route, str(resp.status_code)).observe(time.perf_counter() - g.get("t0", time.perf_counter()))
+        child(latency, route, str(resp.status_code)).observe(time.perf_counter() - g.get("t0", time.perf_counter()))
         return resp
 
     known = set(settings.symbols)
+    # Micro-cache of the newest feature row per symbol (TICKCAST_FEATURE_CACHE_SECONDS,
+    # default 0.1 s): rows change once per candle (seconds), a Redis round trip costs
+    # about as much as the rest of the request. The response still reports the row's
+    # own as_of and its age at answer time; only "no features" is never cached.
+    cache_s = settings.feature_cache_seconds
+    feature_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def newest_features(symbol: str) -> dict[str, Any] | None:
+        if cache_s > 0:
+            hit = feature_cache.get(symbol)
+            now = time.monotonic()
+            if hit is not None and now - hit[0] < cache_s:
+                return dict(hit[1])
+        feats = online.get_features(symbol)
+        if feats is not None and cache_s > 0:
+            feature_cache[symbol] = (time.monotonic(), dict(feats))
+        return feats
 
     @app.get("/predict")
     def predict() -> Any:
@@ -262,14 +289,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         if which not in ("auto", "production", "online"):
             raise ApiError(400, "bad_request",
                            f"model must be 'auto', 'production' or 'online'; got {which[:40]!r}")
-        feats = online.get_features(symbol)
+        feats = newest_features(symbol)
         if feats is None:
             if symbol not in known:
                 raise ApiError(404, "unknown_symbol", f"{symbol} is not served here; symbols: {', '.join(sorted(known))}")
             raise ApiError(503, "no_features", f"no features for {symbol} yet: is the feature pipeline running?")
         ts_us = int(feats.pop("ts_us"))
         age = max(0.0, time.time() - ts_us / 1e6)
-        age_g.labels(symbol).set(age)
+        child(age_g, symbol).set(age)
         max_age = settings.max_feature_age_seconds
         if max_age > 0 and age > max_age:
             raise ApiError(503, "stale_features", f"the newest features of {symbol} are {age:.1f} s old "
@@ -289,7 +316,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             p = online.get_prediction(symbol)
             if p is None:
                 raise ApiError(503, "no_prediction", f"the online model has no prediction for {symbol} yet")
-            served.labels(symbol, "online").inc()
+            child(served, symbol, "online").inc()
             return jsonify({"symbol": symbol, "predicted_price": float(p["predicted_price"]),
                             "horizon_seconds": int(p.get("horizon_seconds", settings.horizon_seconds)),
                             "as_of": us_to_iso(int(p["ts_us"])),
@@ -311,8 +338,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         except Exception as e:  # a model raising must not become a 500
             log.exception("model %s@%s raised", m.name, m.version)
             raise ApiError(503, "model_error", f"model {m.name}@{m.version} failed: {type(e).__name__}") from e
-        served.labels(symbol, "production").inc()
-        version_g.labels(symbol, m.name, m.version).set(1)
+        child(served, symbol, "production").inc()
+        child(version_g, symbol, m.name, m.version).set(1)
         return jsonify({"symbol": symbol, "predicted_price": price, "horizon_seconds": pred.horizon_seconds,
                         "as_of": us_to_iso(ts_us), "feature_age_seconds": round(age, 3), "price_at_as_of": close,
                         "model": {"name": m.name, "version": m.version}})

@@ -374,7 +374,7 @@ class _KafkaSinkPartition(StatefulSinkPartition[list[Trade], None]):
             "enable.idempotence": False,
             "acks": "all",
             "max.in.flight.requests.per.connection": 1,
-            "linger.ms": 5,
+            "linger.ms": 1,
             "compression.type": "lz4",
             "message.timeout.ms": 300_000,  # retry through a broker restart for up to 5 minutes
             "error_cb": self._on_client_error,

@@ -67,8 +67,31 @@ def publish(reg: ModelRegistry, p: Predictor, symbol: str = "BTC/USD") -> str:
     return v
 
 
-def client(env: dict[str, Any], refresh: float = 0.0) -> Any:
-    return create_app({"settings": env["settings"], "model_refresh_seconds": refresh}).test_client()
+def client(env: dict[str, Any], refresh: float = 0.0, feature_cache: float = 0.0) -> Any:
+    """An app that reads Redis on every request (the tests change rows between requests)
+    unless ``feature_cache`` says otherwise."""
+    settings = env["settings"].with_(feature_cache_seconds=feature_cache)
+    return create_app({"settings": settings, "model_refresh_seconds": refresh}).test_client()
+
+
+def test_feature_micro_cache_serves_a_row_at_most_its_ttl(env: dict[str, Any]) -> None:
+    """TICKCAST_FEATURE_CACHE_SECONDS: a worker reuses a symbol's row for at most the TTL;
+    the age it reports is the row's age at answer time; 'no features' is never cached."""
+    ttl = 1.5
+    publish(env["registry"], predictor(10.0))
+    c = client(env, feature_cache=ttl)
+    assert c.get("/predict?symbol=BTC/USD").json["error"]["code"] == "no_features"
+    env["online"].put_features([feature_row(age_s=2.0, close=60000.0)])
+    assert c.get("/predict?symbol=BTC/USD").json["price_at_as_of"] == 60000.0  # seen at once; model loaded
+    time.sleep(ttl + 0.05)
+    first = c.get("/predict?symbol=BTC/USD").json  # re-read from Redis: cached from now on
+    env["online"].put_features([feature_row(age_s=1.0, close=61000.0)])
+    time.sleep(0.05)
+    again = c.get("/predict?symbol=BTC/USD").json
+    assert again["price_at_as_of"] == 60000.0 and again["as_of"] == first["as_of"]  # within the TTL
+    assert again["feature_age_seconds"] >= first["feature_age_seconds"]  # aged at answer time
+    time.sleep(ttl)
+    assert c.get("/predict?symbol=BTC/USD").json["price_at_as_of"] == 61000.0  # after the TTL
 
 
 def test_predict_happy_path(env: dict[str, Any]) -> None:

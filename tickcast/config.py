@@ -58,6 +58,8 @@ class Settings:
     # milliseconds; 2 s covers network jitter without delaying candles much.
     allowed_lateness_seconds: float = 2.0
     max_feature_age_seconds: float = 120.0  # 0 = never stale (replayed history)
+    # the API keeps a symbol's feature row this long per worker (0 = read Redis every request)
+    feature_cache_seconds: float = 0.1
     api_port: int = 0  # 0 -> a free port
     online_ttl_seconds: int = 86_400  # Redis keys expire if the pipeline stops writing
     sim_seed: int = 42
@@ -207,6 +209,7 @@ class Settings:
             horizon_seconds=horizon,
             allowed_lateness_seconds=number("ALLOWED_LATENESS_SECONDS", d.allowed_lateness_seconds, 0),
             max_feature_age_seconds=number("MAX_FEATURE_AGE_SECONDS", d.max_feature_age_seconds, 0),
+            feature_cache_seconds=number("FEATURE_CACHE_SECONDS", d.feature_cache_seconds, 0),
             api_port=api_port,
             online_ttl_seconds=integer("ONLINE_TTL_SECONDS", d.online_ttl_seconds, 1),
             sim_seed=integer("SIM_SEED", d.sim_seed, 0),
