@@ -12,17 +12,19 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def start(data: Path, port: int) -> subprocess.Popen[bytes]:
+def start(data: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
     env.update(TICKCAST_API_PORT=str(port), TICKCAST_WINDOW_SECONDS="2", TICKCAST_ALLOWED_LATENESS_SECONDS="0.5",
                TICKCAST_SIM_RATE="20")
     return subprocess.Popen([sys.executable, "-m", "tickcast.cli", "up", "--source", "sim", "--data-dir", str(data),
-                             "--train-every", "0"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             "--train-every", "0", *extra], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
 
 
@@ -66,9 +68,11 @@ def leftovers(data: Path) -> list[str]:
     return out
 
 
-def test_up_sim_answers_then_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kafka", [False, True], ids=["direct", "kafka"])
+def test_up_sim_answers_then_ctrl_c_leaves_nothing(tmp_path: Path, kafka: bool) -> None:
+    """Direct, and with --kafka: ingest -> embedded tansu (on embedded SeaweedFS) -> features."""
     data, port = tmp_path / "data", free_port()
-    proc = start(data, port)
+    proc = start(data, port, *(["--kafka"] if kafka else []))
     try:
         got = wait_for_predictions(port, proc)
         assert got["BTC/USD"]["horizon_seconds"] == 60
@@ -76,7 +80,7 @@ def test_up_sim_answers_then_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, out[-2000:]
-    assert "tickcast up" in out and "stopped." in out and "-> Kafka" in out
+    assert "tickcast up" in out and "stopped." in out and ("-> Kafka" in out) == kafka
     time.sleep(0.5)
     assert leftovers(data) == []
     assert (data / "offline" / "predictions").exists() and list((data / "offline" / "features").glob("*.parquet"))
