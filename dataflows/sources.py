@@ -155,7 +155,16 @@ def make_source(settings: Settings) -> FixedPartitionedSource[Any, Any]:
 
 
 def is_live(settings: Settings) -> bool:
-    """Live sources advance event time with the wall clock; replays do not."""
+    """Live sources advance event time with the wall clock; replays do not, nor does a
+    Kafka read that ends at the topic's end (``TICKCAST_KAFKA_STOP_AT_END=1``: a
+    backfill or a test, which must not depend on how fast the consumer is)."""
+    if settings.source == "kafka":
+        from dataflows.kafka_io import stop_at_end_from_env
+
+        try:
+            return not stop_at_end_from_env()
+        except Exception:  # noqa: BLE001 - the Kafka source reports a bad value with one line
+            return True
     return settings.replay_path is None
 
 

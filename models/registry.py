@@ -112,6 +112,7 @@ from tickcast.config import ConfigError
 log = logging.getLogger(__name__)
 
 KEY_ENV = "TICKCAST_REGISTRY_KEY"
+EXAMPLE_KEY = "change-me-to-a-long-random-secret"  # deploy/.env.example's placeholder: refused
 KEY_FILE = "registry.key"
 MANIFEST_FORMAT = "tickcast.registry.manifest/1"
 LATEST_FORMAT = "tickcast.registry.latest/1"
@@ -188,6 +189,9 @@ def parse_key(text: str) -> bytes:
     s = text.strip()
     if not s:
         raise RegistryError(f"{KEY_ENV} is empty")
+    if s == EXAMPLE_KEY:
+        raise RegistryKeyMissing(f"{KEY_ENV} is still the placeholder of deploy/.env.example: anyone could sign "
+                                 "a model pickle with it; set a long random secret (e.g. `openssl rand -hex 32`)")
     return bytes.fromhex(s) if _HEX_KEY_RE.match(s) else s.encode()
 
 

@@ -297,3 +297,15 @@ def test_live_watermark_waits_an_idle_grace_before_wall_time_closes_windows(idle
     out, _ = logic.on_item([trade(2, start + 900_000)])  # the trade it was behind on
     assert sum(len(o.dead_letters) for o in out) == late
     assert pipe.late_count == late
+    if idle_us is None:
+        # ... and a market that really went quiet still gets its candle, when notify_at says:
+        # window end + lateness, one idle grace (a window) after the newest trade arrived
+        due = logic.notify_at()
+        assert due is not None
+        wall_due_us = int(due.timestamp() * 1e6)
+        assert abs(wall_due_us - (logic._anchor_wall + 1_000_000 + (start + 1_000_000 + 100_000)
+                                  - (start + 900_000))) <= 1_001
+        logic._anchor_wall -= 1_200_000 + 50_000  # grace + (end + lateness - newest event) + 50 ms
+        closed, _ = logic.on_notify()
+        candles = [c for o in closed for c in o.candles]
+        assert [(c.window_start_us, c.trades) for c in candles] == [(start, 2)]

@@ -465,3 +465,14 @@ def test_missing_bucket_is_unavailable_not_empty(s3_server: dict[str, str], monk
         reg.get_alias("production")
     with pytest.raises(RegistryUnavailable, match="does not exist"):
         reg.list_models()
+
+
+def test_the_example_placeholder_key_is_refused() -> None:
+    """deploy/.env.example's TICKCAST_REGISTRY_KEY is public: signing with it would let
+    anyone plant a pickle, so it is refused with one line saying what to do."""
+    from models.registry import EXAMPLE_KEY, RegistryKeyMissing, parse_key
+
+    example = (Path(__file__).resolve().parents[1] / "deploy" / ".env.example").read_text()
+    assert f"TICKCAST_REGISTRY_KEY={EXAMPLE_KEY}" in example
+    with pytest.raises(RegistryKeyMissing, match="placeholder"):
+        parse_key(EXAMPLE_KEY)

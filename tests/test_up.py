@@ -125,3 +125,29 @@ def test_up_without_network_fails_fast_with_one_line(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 60
     time.sleep(0.5)
     assert leftovers(data) == []
+
+
+def test_up_replay_keeps_serving_after_the_file_ends(tmp_path: Path) -> None:
+    """`make run ARGS="--source replay:FILE"`: the flow reads the file, closes every window
+    and exits 0; `up` keeps the API serving what it wrote until Ctrl-C."""
+    from tickcast.sim import write_replay
+
+    replay = tmp_path / "r.jsonl"
+    write_replay(replay, 4000, ["BTC/USD", "ETH/USD"], seed=5)
+    data, port = tmp_path / "data", free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
+    env.update(TICKCAST_API_PORT=str(port), TICKCAST_MAX_FEATURE_AGE_SECONDS="0")
+    proc = subprocess.Popen([sys.executable, "-m", "tickcast.cli", "up", "--source", f"replay:{replay}",
+                             "--data-dir", str(data), "--train-every", "0"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        got = wait_for_predictions(port, proc)
+        assert all(r["model"]["name"] == "river-linear" for r in got.values())
+        time.sleep(3)  # the flow has long finished 4,000 trades: up is still serving
+        assert proc.poll() is None
+        assert predict(port, "BTC/USD") is not None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, out[-2000:]
+    assert leftovers(data) == []

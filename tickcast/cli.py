@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -246,18 +247,36 @@ def cmd_up(args: argparse.Namespace) -> int:
                                           start_new_session=True, preexec_fn=_die_with_parent)
         return children[name]
 
-    def recovery(name: str) -> str:
-        d = data_dir / "recovery" / name
+    def source_slug(source: str) -> str:
+        import hashlib
+
+        if source in ("kraken", "kafka", "sim"):
+            return source
+        return "replay-" + hashlib.sha1(str(Path(source[7:]).resolve()).encode()).hexdigest()[:10]
+
+    def recovery(flow_name: str, source: str) -> str:
+        """The flow's Bytewax recovery directory, one per source (a replay file, the
+        simulator and the live feed are different histories: sharing window state
+        between them would fill years of empty candles or make every trade late).
+        Initialised in a temporary directory and renamed, so it exists only complete."""
+        d = data_dir / "recovery" / f"{flow_name}-{source_slug(source)}"
         if not d.exists():
-            d.mkdir(parents=True)
-            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(d), "1"], check=True,
-                           capture_output=True)
+            tmp = d.with_name(d.name + ".init")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            r = subprocess.run([sys.executable, "-m", "bytewax.recovery", str(tmp), "1"], capture_output=True,
+                               text=True)
+            if r.returncode != 0:
+                raise EmbeddedError(f"could not initialise Bytewax recovery in {d}: {r.stderr.strip()[-300:]}")
+            tmp.rename(d)
         return str(d)
 
     def failed(name: str) -> str | None:
-        """Why child ``name`` is gone, or None while it runs (or ended as it should)."""
+        """Why child ``name`` is gone, or None while it runs (or ended as it should: the
+        flow reading a replay file exits 0 at its end; the API keeps serving)."""
         p = children.get(name)
-        if p is None or p.poll() is None or (p.returncode == 0 and name == "ingest" and s.replay_path):
+        reads_replay = s.replay_path is not None and (name == "ingest" or (name == "features" and not via_kafka))
+        if p is None or p.poll() is None or (p.returncode == 0 and reads_replay):
             return None
         why = _last_line(logs / f"{name}.log")
         return f"the {name} process exited with {p.returncode}: {why} (log: {logs / f'{name}.log'})"
@@ -287,12 +306,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         flow = [sys.executable, "-m", "bytewax.run"]
         snap = ["-s", "5", "-b", "0"]  # a recovery snapshot every 5 s, none kept longer than needed
         if via_kafka and s.source != "kafka":
-            spawn("ingest", [*flow, "dataflows.ingest", "-r", recovery("ingest"), *snap])
-            spawn("features", [*flow, "dataflows.features", "-r", recovery("features"), *snap],
-                  TICKCAST_SOURCE="kafka")
-        else:
+            if not os.environ.get("TICKCAST_TRADES_TOPIC"):
+                # one topic per source: the Kafka reader drops a trade whose id is not above
+                # the last of its symbol, so histories must not share a topic
+                env["TICKCAST_TRADES_TOPIC"] = f"{s.trades_topic}-{source_slug(s.source)}"
+            spawn("ingest", [*flow, "dataflows.ingest", "-r", recovery("ingest", s.source), *snap])
             spawn("features", [*flow, "dataflows.features", "-r",
-                               recovery("features" if via_kafka else "features-direct"), *snap])
+                               recovery("features-via-kafka", s.source), *snap], TICKCAST_SOURCE="kafka")
+        else:
+            spawn("features", [*flow, "dataflows.features", "-r", recovery("features", s.source), *snap])
         port = s.api_port or _free_port()
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         spawn("api", [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
