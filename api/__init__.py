@@ -243,20 +243,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     def _start() -> None:
         g.t0 = time.perf_counter()
 
-    # labelled metric children, looked up once per label set (not on every request)
-    children: dict[tuple[Any, ...], Any] = {}
-
-    def child(metric: Any, *labels: str) -> Any:
-        key = (metric, *labels)
-        c = children.get(key)
-        if c is None:
-            c = children[key] = metric.labels(*labels)
-        return c
-
     @app.after_request
     def _observe(resp: Response) -> Response:
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        child(latency, route, str(resp.status_code)).observe(time.perf_counter() - g.get("t0", time.perf_counter()))
+        latency.labels(route, str(resp.status_code)).observe(time.perf_counter() - g.get("t0", time.perf_counter()))
         return resp
 
     known = set(settings.symbols)
@@ -296,7 +286,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             raise ApiError(503, "no_features", f"no features for {symbol} yet: is the feature pipeline running?")
         ts_us = int(feats.pop("ts_us"))
         age = max(0.0, time.time() - ts_us / 1e6)
-        child(age_g, symbol).set(age)
+        age_g.labels(symbol).set(age)
         max_age = settings.max_feature_age_seconds
         if max_age > 0 and age > max_age:
             raise ApiError(503, "stale_features", f"the newest features of {symbol} are {age:.1f} s old "
@@ -316,7 +306,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             p = online.get_prediction(symbol)
             if p is None:
                 raise ApiError(503, "no_prediction", f"the online model has no prediction for {symbol} yet")
-            child(served, symbol, "online").inc()
+            served.labels(symbol, "online").inc()
             return jsonify({"symbol": symbol, "predicted_price": float(p["predicted_price"]),
                             "horizon_seconds": int(p.get("horizon_seconds", settings.horizon_seconds)),
                             "as_of": us_to_iso(int(p["ts_us"])),
@@ -338,8 +328,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         except Exception as e:  # a model raising must not become a 500
             log.exception("model %s@%s raised", m.name, m.version)
             raise ApiError(503, "model_error", f"model {m.name}@{m.version} failed: {type(e).__name__}") from e
-        child(served, symbol, "production").inc()
-        child(version_g, symbol, m.name, m.version).set(1)
+        served.labels(symbol, "production").inc()
+        version_g.labels(symbol, m.name, m.version).set(1)
         return jsonify({"symbol": symbol, "predicted_price": price, "horizon_seconds": pred.horizon_seconds,
                         "as_of": us_to_iso(ts_us), "feature_age_seconds": round(age, 3), "price_at_as_of": close,
                         "model": {"name": m.name, "version": m.version}})

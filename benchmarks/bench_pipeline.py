@@ -21,23 +21,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-
-def timed(cmd: list[str], env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"benchmark run failed ({' '.join(cmd)}):\n{r.stderr[-3000:]}")
-    return dt
+from common import timed  # benchmarks/common.py (the script's directory is on sys.path)
 
 
 def main() -> None:

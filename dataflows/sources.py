@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from tickcast.config import Settings
+from tickcast.config import ConfigError, Settings
 from tickcast.kraken import parse_message
 from tickcast.schema import DeadLetter, Trade
 
@@ -163,7 +163,7 @@ def is_live(settings: Settings) -> bool:
 
         try:
             return not stop_at_end_from_env()
-        except Exception:  # noqa: BLE001 - the Kafka source reports a bad value with one line
+        except ConfigError:  # the Kafka source reports the bad value with one line
             return True
     return settings.replay_path is None
 

@@ -249,17 +249,21 @@ def test_kill_9_and_recover_loses_and_duplicates_nothing(tmp_path: Path, redis_d
     write_replay(replay, 400_000, ["BTC/USD", "ETH/USD"], seed=5, params=SimParams(rate=5.0))
     expected = batch_expected(replay)
     lake = tmp_path / "offline"
-    rec = tmp_path / "recovery"
+    kill_9_mid_run_then_recover(flow_env(replay, lake, redis_db_url), lake, expected, tmp_path / "recovery")
+
+
+def kill_9_mid_run_then_recover(env: dict[str, str], lake: Path, expected: StepOutput, rec: Path) -> None:
+    """Run the feature flow with recovery, SIGKILL it once it has written part of the
+    offline store, run it again to the end: the store must equal ``expected`` exactly."""
     rec.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec), "1"], check=True)
-    env = flow_env(replay, lake, redis_db_url)
     args = ["-r", str(rec), "-s", "1", "-b", "0"]
     cmd = [sys.executable, "-m", "bytewax.run", "dataflows.features", *args]
     p = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     # wait until the flow has written part of the offline store, then kill it hard
     while time.monotonic() < deadline and p.poll() is None and not list((lake / "candles").glob("*.parquet")):
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert p.poll() is None, f"the flow ended before it could be killed: {p.stderr.read().decode()[-2000:]}"
     time.sleep(0.5)
     p.send_signal(signal.SIGKILL)
@@ -267,7 +271,7 @@ def test_kill_9_and_recover_loses_and_duplicates_nothing(tmp_path: Path, redis_d
     store = open_offline(f"chdb://{lake}", read_only=True)
     partial = store.query("SELECT count() FROM candles").result_rows[0][0]
     store.close()
-    assert 0 < partial < len(expected.candles), "the kill must land mid-replay"
+    assert 0 < partial < len(expected.candles), "the kill must land mid-run"
     r = run_flow(env, *args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert_matches_batch(lake, expected)

@@ -17,7 +17,6 @@ are in order per symbol, so the lateness changes nothing else.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +31,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from dataflows.kafka_io import _KafkaPartition, ensure_topic, produce_trades
 from dataflows.sources import RawChunk
-from tests.test_flow import REPO, assert_matches_batch, batch_expected, flow_env, run_flow
+from tests.test_flow import (
+    REPO,
+    assert_matches_batch,
+    batch_expected,
+    flow_env,
+    kill_9_mid_run_then_recover,
+    run_flow,
+)
 from tickcast.config import Settings
 from tickcast.embedded import free_ports
 from tickcast.kraken import parse_message
@@ -359,23 +365,4 @@ def test_kill_9_of_the_feature_flow_and_recovery_end_exact(broker: TansuBroker, 
     trades = replay_trades(replay)
     # the stretch a restarted ingest would send again: the source drops it by trade_id
     assert produce_trades(settings, trades + trades[50_000:51_000]) == len(trades) + 1000
-    rec = tmp_path / "recovery"
-    rec.mkdir()
-    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec), "1"], check=True)
-    args = ["-r", str(rec), "-s", "1", "-b", "0"]
-    p = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.features", *args], env=env, cwd=REPO,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and p.poll() is None and not list((lake / "candles").glob("*.parquet")):
-        time.sleep(0.02)
-    assert p.poll() is None, f"the flow ended before it could be killed: {p.stderr.read().decode()[-2000:]}"
-    time.sleep(0.5)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    store = open_offline(f"chdb://{lake}", read_only=True)
-    partial = store.query("SELECT count() FROM candles").result_rows[0][0]
-    store.close()
-    assert 0 < partial < len(expected.candles), "the kill must land mid-stream"
-    r = run_flow(env, *args)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert_matches_batch(lake, expected)
+    kill_9_mid_run_then_recover(env, lake, expected, tmp_path / "recovery")
