@@ -23,20 +23,45 @@ source resumes where the last epoch ended; the sinks are idempotent.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 
 from dataflows.sinks import OfflineSink, OnlineSink, RegistrySink
-from dataflows.sources import DEAD, is_live, make_source, now_us, parse_chunk
+from dataflows.sources import DEAD, PROGRESS, RawChunk, is_live, make_source, now_us, parse_chunk
 from tickcast.config import ConfigError, Settings
 from tickcast.pipeline import StepOutput, SymbolPipeline
 from tickcast.schema import Trade
 
 
-class PipelineLogic(StatefulLogic[list[Trade], StepOutput, SymbolPipeline]):
+@dataclass(frozen=True, slots=True)
+class SourceProgress:
+    """A Kafka partition's report, sent to every symbol's pipeline: since ``caught_up_us``
+    (wall µs) it has been at its high watermark, or ``None``: it is behind (or its broker
+    has not answered lately). ``partitions``: how many partitions the topic has."""
+
+    symbol: str
+    partition: int
+    partitions: int
+    caught_up_us: int | None
+
+
+def progress_items(chunk: RawChunk, symbols: tuple[str, ...]) -> list[tuple[str, SourceProgress]]:
+    """A :data:`dataflows.kafka_io.PROGRESS` chunk as one item per configured symbol."""
+    out: list[tuple[str, SourceProgress]] = []
+    for pos, raw in chunk[1]:
+        part, _, n = pos.partition("/")
+        since = int(raw)
+        for sym in symbols:
+            out.append((sym, SourceProgress(sym, int(part), int(n), None if since < 0 else since)))
+    return out
+
+
+class PipelineLogic(StatefulLogic[list[Trade] | SourceProgress, StepOutput, SymbolPipeline]):
     """Drives one symbol's :class:`SymbolPipeline` inside Bytewax.
 
     Live sources advance the watermark with the wall clock too, so a quiet market
@@ -44,21 +69,49 @@ class PipelineLogic(StatefulLogic[list[Trade], StepOutput, SymbolPipeline]):
     (default: one window), watermark = newest event + (wall time since it arrived -
     idle_us) - lateness. While trades flow the watermark is their event time alone.
     The idle grace is what keeps a *stalled* flow honest: a consumer that falls
-    behind (a busy machine, a pause, a Kafka backlog) sees no trade for a while and
-    then a burst of older ones; without the grace, wall time would have closed their
-    windows and they would all be late. Stalls shorter than lateness + grace cost
-    nothing; longer ones turn trades into late-trade dead letters (recorded and
-    counted, never dropped). Replays are driven by event time alone (deterministic)."""
+    behind (a busy machine, a pause) sees no trade for a while and then a burst of
+    older ones; without the grace, wall time would have closed their windows and they
+    would all be late. Replays are driven by event time alone (deterministic).
 
-    def __init__(self, pipe: SymbolPipeline, live: bool, idle_us: int | None = None) -> None:
+    ``lag_aware`` (the Kafka source): the wall clock counts only while *every*
+    partition of the topic reports that it is at its high watermark
+    (:class:`SourceProgress`): idle time starts at the later of the newest trade's
+    arrival and the moment the source became caught up. A consumer that is behind
+    (starved by a slow broker, restarted, reading a backlog) therefore never closes
+    a window by the clock; only a broker that itself receives trades late can make
+    them late."""
+
+    def __init__(self, pipe: SymbolPipeline, live: bool, idle_us: int | None = None,
+                 lag_aware: bool = False) -> None:
         self.pipe = pipe
         self.live = live
+        self.lag_aware = lag_aware
         self.idle_us = pipe.windower.window_us if idle_us is None else idle_us
         # wall-clock anchor; never restored from a snapshot (time passed while down)
         self._anchor_event: int | None = pipe.windower.max_event_us
         self._anchor_wall = now_us()
+        self._parts: dict[int, int | None] = {}  # partition -> caught up since (lag_aware)
+        self._n_parts = 0
 
-    def on_item(self, value: list[Trade]) -> tuple[list[StepOutput], bool]:
+    def _caught_up_since(self) -> int | None:
+        """Wall µs since when every partition is caught up; None while any is not (or
+        has not reported since this logic was built: after a restart, nothing is known)."""
+        if not self._n_parts or len(self._parts) < self._n_parts:
+            return None
+        since = 0
+        for v in self._parts.values():
+            if v is None:
+                return None
+            since = max(since, v)
+        return since
+
+    def on_item(self, value: list[Trade] | SourceProgress) -> tuple[list[StepOutput], bool]:
+        if isinstance(value, SourceProgress):
+            if not self.pipe.symbol:
+                self.pipe.bind(value.symbol)
+            self._n_parts = value.partitions
+            self._parts[value.partition] = value.caught_up_us
+            return self.on_notify()
         if not self.pipe.symbol and value:
             self.pipe.bind(value[0].symbol)
         before = self.pipe.windower.max_event_us
@@ -68,24 +121,33 @@ class PipelineLogic(StatefulLogic[list[Trade], StepOutput, SymbolPipeline]):
             self._anchor_wall = now_us()
         return ([out] if out else []), StatefulLogic.RETAIN
 
+    def _idle_from(self) -> int | None:
+        """Wall µs from which idle time counts, or None: the clock must not advance."""
+        if not self.lag_aware:
+            return self._anchor_wall
+        since = self._caught_up_since()
+        return None if since is None else max(self._anchor_wall, since)
+
     def _watermark(self) -> int | None:
-        if self._anchor_event is None:
+        start = self._idle_from()
+        if self._anchor_event is None or start is None:
             return None
-        idle = max(0, now_us() - self._anchor_wall - self.idle_us)
+        idle = max(0, now_us() - start - self.idle_us)
         return self._anchor_event + idle - self.pipe.windower.lateness_us
 
     def on_notify(self) -> tuple[list[StepOutput], bool]:
-        wm = self._watermark()
+        wm = self._watermark() if self.live else None
         out = self.pipe.on_watermark(wm) if wm is not None else StepOutput()
         return ([out] if out else []), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         if not self.live or self._anchor_event is None:
             return None
+        start = self._idle_from()
         due = self.pipe.windower.next_close_us()
-        if due is None:
+        if due is None or start is None:
             return None
-        wall = self._anchor_wall + self.idle_us + (due - self._anchor_event)
+        wall = start + self.idle_us + (due - self._anchor_event)
         return datetime.fromtimestamp(wall / 1e6, tz=UTC) + timedelta(milliseconds=1)
 
     def on_eof(self) -> tuple[list[StepOutput], bool]:
@@ -98,9 +160,17 @@ class PipelineLogic(StatefulLogic[list[Trade], StepOutput, SymbolPipeline]):
 
 def build_flow(settings: Settings) -> Dataflow:
     live = is_live(settings)
+    lag_aware = live and settings.source == "kafka"
     flow = Dataflow("tickcast_features")
     raw = op.input("source", flow, make_source(settings))
-    parsed = op.flat_map("parse", raw, parse_chunk)
+    symbols = settings.symbols
+
+    def parse(chunk: RawChunk) -> list[tuple[str, Any]]:
+        if chunk[0].startswith(PROGRESS):
+            return progress_items(chunk, symbols)  # type: ignore[return-value]
+        return parse_chunk(chunk)
+
+    parsed = op.flat_map("parse", raw, parse)
     split = op.branch("split_dead", parsed, lambda kv: kv[0] != DEAD)
     lateness_us = settings.lateness_us
 
@@ -110,7 +180,7 @@ def build_flow(settings: Settings) -> Dataflow:
             "", settings.window_seconds, lateness_us, horizon_seconds=settings.horizon_seconds,
             online_model=settings.online_model, snapshot_every=settings.snapshot_every,
         )
-        return PipelineLogic(pipe, live)
+        return PipelineLogic(pipe, live, lag_aware=lag_aware)
 
     outs = op.stateful("pipeline", split.trues, builder)
     dead = op.map("dead_out", split.falses, lambda kv: (DEAD, StepOutput(dead_letters=kv[1])))

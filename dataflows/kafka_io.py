@@ -25,6 +25,21 @@ grow per symbol, and one symbol lives in one partition, in order) and keeps thos
 per-symbol ids in its recovery state next to the offset. With the idempotent sinks
 of the feature flow the stores end exactly-once.
 
+**Fetching without starving, and knowing the lag.** A caught-up consumer wants short
+fetch waits (a new trade is seen within milliseconds); a consumer reading a backlog
+from a slow broker wants long ones: tansu on S3 answers a fetch it cannot fill within
+``fetch.wait.max.ms`` with an empty response, so a 10-ms wait read 0 of 3,000 backlog
+records in 30 s (measured; see README). Each partition therefore runs in one of two
+modes and switches between them by measurement: *live* (``fetch.wait.max.ms`` 10)
+while it is at the high watermark, *catch-up* (500 ms) once it has been behind
+without progress for 250 ms; back to live after a second at the end. Every fetch
+response carries the partition's high watermark, so each partition knows whether it
+is caught up: it says so downstream with a :data:`PROGRESS` chunk (on every change
+and once a second), and the feature flow lets the wall clock close windows only
+while every partition is caught up (:class:`dataflows.features.PipelineLogic`). A
+consumer that is merely behind — starved, restarted, or reading a backlog — is never
+mistaken for a quiet market.
+
 **End of partition is not end of stream**: the topic is live. For tests, benchmarks
 and backfills, ``TICKCAST_KAFKA_STOP_AT_END=1`` ends each partition at the high
 watermark seen when it started, so the flow closes its windows and exits 0.
@@ -55,6 +70,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
+import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import (
@@ -67,7 +83,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from dataflows.sources import RawChunk
+from dataflows.sources import PROGRESS, RawChunk
 from tickcast.config import ConfigError, Settings
 from tickcast.schema import Trade
 from tickcast.wire import encode_trade
@@ -79,6 +95,11 @@ PARTITIONS_ENV = "TICKCAST_KAFKA_PARTITIONS"
 TIMEOUT_ENV = "TICKCAST_KAFKA_TIMEOUT_SECONDS"
 DEFAULT_PARTITIONS = 2
 _IDLE = timedelta(milliseconds=5)  # how soon an idle partition looks again
+LIVE_WAIT_MS = 10  # fetch.wait.max.ms at the high watermark: low latency
+CATCH_UP_WAIT_MS = 500  # ... while reading a backlog: a slow broker can fill each fetch
+_STALL_S = 0.25  # behind this long without a record: switch to catch-up
+_SETTLE_S = 1.0  # caught up this long: switch back to live
+_PROGRESS_EVERY_S = 1.0
 _TRADE_ID = b'"trade_id":'
 
 # {"offset": next offset to read, "last": {symbol: last emitted trade_id}}
@@ -208,7 +229,7 @@ _FATAL_CODES = frozenset({
 
 class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
     def __init__(self, brokers: str, topic: str, partition: int, resume: State | None, batch_size: int,
-                 stop_at_end: bool, config: Mapping[str, Any]) -> None:
+                 stop_at_end: bool, config: Mapping[str, Any], n_partitions: int = 1) -> None:
         state = resume or {}
         self._topic = topic
         self._partition = partition
@@ -231,16 +252,83 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
             "enable.partition.eof": True,
             # a resume offset the broker no longer has is an error, never a silent jump
             "auto.offset.reset": "error",
-            "fetch.wait.max.ms": 10,
+            "fetch.wait.max.ms": LIVE_WAIT_MS,
+            "fetch.min.bytes": 1,  # answer as soon as anything is there
             "fetch.max.bytes": 64 << 20,
             "max.partition.fetch.bytes": 16 << 20,
             "queued.min.messages": 200_000,
             **config,
         }
         self._tp = TopicPartition(topic, partition)
-        self._consumer = Consumer(conf)
-        start = self._offset if resume is not None else OFFSET_BEGINNING
-        self._consumer.assign([TopicPartition(topic, partition, start)])
+        # the cached high watermark is only as fresh as the last fetch response: the
+        # client's statistics say when its broker last answered (rxidle), and an error
+        # (broker down) makes the state unknown until it answers again
+        self._fresh_until = 0.0
+        conf["statistics.interval.ms"] = 250
+        conf["stats_cb"] = self._on_stats
+        self._conf = conf
+        self._n_parts = n_partitions
+        self._caught_since: int | None = None  # wall µs since when at the high watermark
+        self._reported: tuple[bool, float] = (False, 0.0)  # (caught up, monotonic time) last said
+        self._progress_at = time.monotonic()  # the last record, or the moment we were last at the end
+        self._mode_at = time.monotonic()
+        self.switches = 0
+        self._live_wait = int(conf.get("fetch.wait.max.ms", LIVE_WAIT_MS))
+        self._catch_up_wait = max(self._live_wait, CATCH_UP_WAIT_MS)
+        self._wait = self._live_wait
+        self._consumer = self._open(self._offset if resume is not None else OFFSET_BEGINNING)
+
+    def _on_stats(self, raw: str) -> None:
+        try:
+            st = orjson.loads(raw)
+            leader = st["topics"][self._topic]["partitions"][str(self._partition)]["leader"]
+            b = next(b for b in st["brokers"].values() if b.get("nodeid") == leader)
+            idle_us = int(b.get("rxidle", -1))
+            if b.get("state") == "UP" and 0 <= idle_us < 1_000 * (self._wait + 500):
+                self._fresh_until = time.monotonic() + 0.5
+            else:
+                self._fresh_until = 0.0
+        except (KeyError, StopIteration, TypeError, ValueError, orjson.JSONDecodeError):
+            self._fresh_until = 0.0
+
+    def _open(self, start: int) -> Consumer:
+        c = Consumer({**self._conf, "fetch.wait.max.ms": self._wait})
+        c.assign([TopicPartition(self._topic, self._partition, start)])
+        return c
+
+    def _switch(self, wait_ms: int) -> None:
+        """Reopen the consumer at the current position with another fetch wait (librdkafka
+        cannot change it on a running client; a reopen costs a few ms)."""
+        log.info("kafka %s[%d]: fetch wait %d -> %d ms at offset %d", self._topic, self._partition, self._wait,
+                 wait_ms, self._offset)
+        self._consumer.close()
+        self._wait = wait_ms
+        self._consumer = self._open(self._offset)
+        self._mode_at = time.monotonic()
+        self.switches += 1
+
+    def _track_lag(self, got_records: bool) -> list[RawChunk]:
+        """Update caught-up state and fetch mode after a poll; a PROGRESS chunk when due."""
+        now = time.monotonic()
+        hi = self._consumer.get_watermark_offsets(self._tp, cached=True)[1]
+        caught = hi >= 0 and self._offset >= hi and now < self._fresh_until
+        if got_records or caught:
+            self._progress_at = now
+        if caught:
+            if self._caught_since is None:
+                self._caught_since = time.time_ns() // 1000
+            if self._wait != self._live_wait and now - self._mode_at >= _SETTLE_S:
+                self._switch(self._live_wait)
+        else:
+            self._caught_since = None
+            if self._wait == self._live_wait and now - self._progress_at >= _STALL_S:
+                self._switch(self._catch_up_wait)
+        said, at = self._reported
+        if caught == said and now - at < _PROGRESS_EVERY_S:
+            return []
+        self._reported = (caught, now)
+        since = b"-1" if self._caught_since is None else str(self._caught_since).encode()
+        return [(f"{PROGRESS}{self._topic}", [(f"{self._partition}/{self._n_parts}", since)])]
 
     def next_batch(self) -> list[RawChunk]:
         if self._done:
@@ -259,6 +347,7 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
                         if self._end is None and self._stop_at_end:
                             self._end = m.offset()
                         continue
+                    self._fresh_until = 0.0  # the broker's state is unknown until it answers
                     self._on_error(err)
                     continue
                 last_off = m.offset()  # type: ignore[assignment]  # never None for a record
@@ -295,7 +384,11 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
                     self._end = hi
             if self._end is not None and self._offset >= self._end:
                 self._done = True  # emit this batch; end at the next call
-        return [(self._name, lines)] if lines else []
+        out: list[RawChunk] = [(self._name, lines)] if lines else []
+        progress = self._track_lag(last_off >= 0)
+        if not self._stop_at_end:  # a bounded read is event-time only: no wall clock, no progress
+            out.extend(progress)
+        return out
 
     def _report_dups(self) -> None:
         now = time.monotonic()
@@ -340,18 +433,23 @@ class KafkaTradeSource(FixedPartitionedSource[RawChunk, State]):
         self.stop_at_end = _or_exit(stop_at_end_from_env) if stop_at_end is None else stop_at_end
         self.partitions = _or_exit(partitions_from_env)
         self.config = dict(config or {})
+        self._count: int | None = None
+
+    def _n(self) -> int:
+        if self._count is None:
+            try:
+                self._count = ensure_topic(self.brokers, self.topic, self.partitions)
+            except KafkaUnavailable as e:
+                _die(e)
+        return self._count
 
     def list_parts(self) -> list[str]:
-        try:
-            n = ensure_topic(self.brokers, self.topic, self.partitions)
-        except KafkaUnavailable as e:
-            _die(e)
-        return [f"{self.topic}#{i}" for i in range(n)]
+        return [f"{self.topic}#{i}" for i in range(self._n())]
 
     def build_part(self, step_id: str, for_part: str, resume_state: State | None) -> _KafkaPartition:
         partition = int(for_part.rsplit("#", 1)[1])
         return _KafkaPartition(self.brokers, self.topic, partition, resume_state, self.batch_size,
-                               self.stop_at_end, self.config)
+                               self.stop_at_end, self.config, self._n())
 
 
 # -- sink ------------------------------------------------------------------------------------------

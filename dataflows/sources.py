@@ -29,6 +29,10 @@ from tickcast.kraken import parse_message
 from tickcast.schema import DeadLetter, Trade
 
 RawChunk = tuple[str, list[tuple[str, bytes]]]
+# a chunk whose name starts with this is no data but a Kafka partition's caught-up
+# report: [("<partition>/<partitions>", b"<wall µs since caught up, or -1>")]
+# (see dataflows.kafka_io; the feature flow turns it into dataflows.features.SourceProgress)
+PROGRESS = "kafka-progress:"
 
 
 class _ReplayPartition(StatefulSourcePartition[RawChunk, int]):

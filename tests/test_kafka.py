@@ -215,18 +215,26 @@ def test_source_partition_dedupes_by_trade_id_resumes_and_stops_at_the_end(broke
     assert [pos for pos, _ in drain(part)] == ["0:8"]
     assert part.snapshot() == {"offset": 9, "last": {"BTC/USD": 2, "ETH/USD": 2}}
     part.close()
-    # live (no stop at end): at the end it idles and asks to be woken later, never ends
-    part = _KafkaPartition(broker.bootstrap, topic, 0, {"offset": 9, "last": {}}, 1000, False, {})
-    deadline = time.monotonic() + 2
+    # live (no stop at end): at the end it idles and asks to be woken later, never ends; it
+    # reports whether it is at the high watermark: first not (nothing fetched yet), then
+    # caught up, with the wall time since when
+    part = _KafkaPartition(broker.bootstrap, topic, 0, {"offset": 9, "last": {}}, 1000, False, {}, 1)
+    t0 = time.time_ns() // 1000
+    reports: list[bytes] = []
+    deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
-        assert part.next_batch() == []
+        for name, lines in part.next_batch():
+            assert name == f"kafka-progress:{topic}" and [pos for pos, _ in lines] == ["0/1"]
+            reports.append(lines[0][1])
         time.sleep(0.05)
     assert part.next_awake() is not None
+    assert reports[0] == b"-1" and reports[-1] != b"-1", reports
+    assert t0 <= int(reports[-1]) <= time.time_ns() // 1000
     send(rec("ETH/USD", 3))
     deadline = time.monotonic() + 10
     got: list[RawChunk] = []
     while not got and time.monotonic() < deadline:
-        got = part.next_batch()
+        got = [c for c in part.next_batch() if not c[0].startswith("kafka-progress:")]
     assert [pos for pos, _ in got[0][1]] == ["0:9"]
     part.close()
 

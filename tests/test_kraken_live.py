@@ -764,3 +764,76 @@ def test_backfill_runs_rest_history_through_the_flow_idempotently(
         assert main(args) == 0  # twice: nothing changes
         assert snapshot() == first
         assert len(first[0]) == 2 * 197
+
+
+# -- end to end through `tickcast up --kafka` ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_up_kafka_live_session_with_drops_and_garbage_is_exact(tmp_path: Path) -> None:
+    """What a user runs: `tickcast up --kafka --source kraken` (ingest -> embedded broker on
+    S3 -> feature flow) against the fake Kraken serving 50 trades/s for a minute, with three
+    drops (during bursts: the rest comes from REST) and malformed frames; after the last
+    trade the wall clock closes the windows, then Ctrl-C. The candles hold exactly the
+    served trades, and nothing of this data dir keeps running."""
+    from tests.conftest import free_port
+    from tests.test_up import leftovers
+
+    data, port = tmp_path / "data", free_port()
+    with FakeKraken(heartbeat_s=0.5) as fk:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TICKCAST_", "BYTEWAX_"))}
+        env.update(TICKCAST_API_PORT=str(port), TICKCAST_KRAKEN_WS_URL=fk.ws_url,
+                   TICKCAST_KRAKEN_REST_URL=fk.rest_url, TICKCAST_WINDOW_SECONDS="1",
+                   TICKCAST_ALLOWED_LATENESS_SECONDS="2", TICKCAST_ONLINE_MODEL="off",
+                   TICKCAST_KRAKEN_BACKOFF_SECONDS="0.05", TICKCAST_KRAKEN_SILENCE_SECONDS="2")
+        log = (tmp_path / "up.log").open("wb")
+        up = subprocess.Popen([sys.executable, "-m", "tickcast.cli", "up", "--kafka", "--source", "kraken",
+                               "--data-dir", str(data), "--train-every", "0"], cwd=REPO, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+
+        def up_log() -> str:
+            return (tmp_path / "up.log").read_text(errors="replace")[-3000:]
+
+        try:
+            deadline = time.monotonic() + 90
+            while fk.subscriptions < 1:
+                assert up.poll() is None, up_log()
+                assert time.monotonic() < deadline, "up did not subscribe to the fake Kraken: " + up_log()
+                time.sleep(0.05)
+            t0 = time.monotonic()
+            tick = 0
+            while time.monotonic() - t0 < 62:
+                tick += 1
+                drop = 2 if tick in (150, 300, 450) else None  # three drops, mid-burst
+                fk.publish(fk.make_trades(5), per_msg=1, drop_after=drop)
+                if tick in (100, 400):
+                    fk.send_raw('{"channel":"trade","type":"update","data":[{"symbol":"BTC/', "BTC/USD")
+                    fk.send_raw('{"channel":"trade","type":"update","data":[{"symbol":"ETH/USD","price":-1}]}',
+                                record_trades=False)
+                time.sleep(max(0.0, t0 + tick * 0.1 - time.monotonic()))
+            assert fk.subscriptions >= 4, up_log()
+            lake = data / "offline"
+            want = expected_windows(fk.all_trades())
+            total = sum(v[0] for v in want.values())
+            deadline = time.monotonic() + 60
+            got: dict = {}  # type: ignore[type-arg]
+            late = 0
+            while time.monotonic() < deadline:
+                assert up.poll() is None, up_log()
+                if (lake / "candles").exists():
+                    got, _, late = stored_windows(lake)
+                    if sum(v[0] for v in got.values()) + late >= total:
+                        break
+                time.sleep(0.5)
+        finally:
+            up.send_signal(signal.SIGINT)
+            try:
+                up.wait(90)
+            finally:
+                log.close()
+    assert up.returncode == 0, up_log()
+    assert total >= 3000
+    assert late == 0, f"{late} trades arrived after their candle closed"
+    assert got == want, window_diff(got, want)
+    time.sleep(0.5)
+    assert leftovers(data) == []
