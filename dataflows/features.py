@@ -40,24 +40,25 @@ from tickcast.schema import Trade
 
 @dataclass(frozen=True, slots=True)
 class SourceProgress:
-    """A Kafka partition's report, sent to every symbol's pipeline: since ``caught_up_us``
-    (wall µs) it has been at its high watermark, or ``None``: it is behind (or its broker
-    has not answered lately). ``partitions``: how many partitions the topic has."""
+    """A Kafka partition's report, sent to every symbol's pipeline: every trade the
+    ingest received before ``complete_until_us`` (its wall clock, µs) has been read from
+    this partition — or ``None``: not known (behind, or the broker has not answered
+    lately). ``partitions``: how many partitions the topic has."""
 
     symbol: str
     partition: int
     partitions: int
-    caught_up_us: int | None
+    complete_until_us: int | None
 
 
 def progress_items(chunk: RawChunk, symbols: tuple[str, ...]) -> list[tuple[str, SourceProgress]]:
-    """A :data:`dataflows.kafka_io.PROGRESS` chunk as one item per configured symbol."""
+    """A :data:`dataflows.sources.PROGRESS` chunk as one item per configured symbol."""
     out: list[tuple[str, SourceProgress]] = []
     for pos, raw in chunk[1]:
         part, _, n = pos.partition("/")
-        since = int(raw)
+        until = int(raw)
         for sym in symbols:
-            out.append((sym, SourceProgress(sym, int(part), int(n), None if since < 0 else since)))
+            out.append((sym, SourceProgress(sym, int(part), int(n), None if until < 0 else until)))
     return out
 
 
@@ -73,13 +74,14 @@ class PipelineLogic(StatefulLogic[list[Trade] | SourceProgress, StepOutput, Symb
     older ones; without the grace, wall time would have closed their windows and they
     would all be late. Replays are driven by event time alone (deterministic).
 
-    ``lag_aware`` (the Kafka source): the wall clock counts only while *every*
-    partition of the topic reports that it is at its high watermark
-    (:class:`SourceProgress`): idle time starts at the later of the newest trade's
-    arrival and the moment the source became caught up. A consumer that is behind
-    (starved by a slow broker, restarted, reading a backlog) therefore never closes
-    a window by the clock; only a broker that itself receives trades late can make
-    them late."""
+    ``lag_aware`` (the Kafka source): "wall time" is not this process's clock but how
+    far the stream is known complete: the smallest ``complete_until_us`` over every
+    partition of the topic (:class:`SourceProgress`; the ingest's heartbeats, written
+    into the topic behind its trades). A consumer that is behind (starved by a slow
+    broker, restarted, reading a backlog) reads old heartbeats; an ingest that is down,
+    reconnecting to Kraken or filling a gap from REST writes none; a broker that is
+    down answers nothing — in every case the clock stands still and no window is closed
+    early. Until every partition has reported (e.g. after a restart) it stands still too."""
 
     def __init__(self, pipe: SymbolPipeline, live: bool, idle_us: int | None = None,
                  lag_aware: bool = False) -> None:
@@ -90,27 +92,29 @@ class PipelineLogic(StatefulLogic[list[Trade] | SourceProgress, StepOutput, Symb
         # wall-clock anchor; never restored from a snapshot (time passed while down)
         self._anchor_event: int | None = pipe.windower.max_event_us
         self._anchor_wall = now_us()
-        self._parts: dict[int, int | None] = {}  # partition -> caught up since (lag_aware)
+        self._parts: dict[int, int | None] = {}  # partition -> complete until (lag_aware)
         self._n_parts = 0
 
-    def _caught_up_since(self) -> int | None:
-        """Wall µs since when every partition is caught up; None while any is not (or
-        has not reported since this logic was built: after a restart, nothing is known)."""
+    def _clock(self) -> int | None:
+        """Now, for the idle computation: this process's clock, or (lag_aware) how far
+        the stream is complete; None while unknown."""
+        if not self.lag_aware:
+            return now_us()
         if not self._n_parts or len(self._parts) < self._n_parts:
             return None
-        since = 0
+        until: int | None = None
         for v in self._parts.values():
             if v is None:
                 return None
-            since = max(since, v)
-        return since
+            until = v if until is None else min(until, v)
+        return until
 
     def on_item(self, value: list[Trade] | SourceProgress) -> tuple[list[StepOutput], bool]:
         if isinstance(value, SourceProgress):
             if not self.pipe.symbol:
                 self.pipe.bind(value.symbol)
             self._n_parts = value.partitions
-            self._parts[value.partition] = value.caught_up_us
+            self._parts[value.partition] = value.complete_until_us
             return self.on_notify()
         if not self.pipe.symbol and value:
             self.pipe.bind(value[0].symbol)
@@ -121,18 +125,11 @@ class PipelineLogic(StatefulLogic[list[Trade] | SourceProgress, StepOutput, Symb
             self._anchor_wall = now_us()
         return ([out] if out else []), StatefulLogic.RETAIN
 
-    def _idle_from(self) -> int | None:
-        """Wall µs from which idle time counts, or None: the clock must not advance."""
-        if not self.lag_aware:
-            return self._anchor_wall
-        since = self._caught_up_since()
-        return None if since is None else max(self._anchor_wall, since)
-
     def _watermark(self) -> int | None:
-        start = self._idle_from()
-        if self._anchor_event is None or start is None:
+        clock = self._clock()
+        if self._anchor_event is None or clock is None:
             return None
-        idle = max(0, now_us() - start - self.idle_us)
+        idle = max(0, clock - self._anchor_wall - self.idle_us)
         return self._anchor_event + idle - self.pipe.windower.lateness_us
 
     def on_notify(self) -> tuple[list[StepOutput], bool]:
@@ -141,13 +138,13 @@ class PipelineLogic(StatefulLogic[list[Trade] | SourceProgress, StepOutput, Symb
         return ([out] if out else []), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        if not self.live or self._anchor_event is None:
+        # lag_aware: the clock moves only with SourceProgress items, which call on_notify
+        if not self.live or self.lag_aware or self._anchor_event is None:
             return None
-        start = self._idle_from()
         due = self.pipe.windower.next_close_us()
-        if due is None or start is None:
+        if due is None:
             return None
-        wall = start + self.idle_us + (due - self._anchor_event)
+        wall = self._anchor_wall + self.idle_us + (due - self._anchor_event)
         return datetime.fromtimestamp(wall / 1e6, tz=UTC) + timedelta(milliseconds=1)
 
     def on_eof(self) -> tuple[list[StepOutput], bool]:
@@ -167,7 +164,7 @@ def build_flow(settings: Settings) -> Dataflow:
 
     def parse(chunk: RawChunk) -> list[tuple[str, Any]]:
         if chunk[0].startswith(PROGRESS):
-            return progress_items(chunk, symbols)  # type: ignore[return-value]
+            return progress_items(chunk, symbols)
         return parse_chunk(chunk)
 
     parsed = op.flat_map("parse", raw, parse)

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.kafka_io import KafkaTradeSink, KafkaUnavailable, ensure_topic, partitions_from_env
-from dataflows.sources import DEAD, make_source, parse_chunk
+from dataflows.sources import DEAD, HEARTBEAT, RawChunk, make_source, parse_chunk
 from tickcast.config import ConfigError, Settings
 from tickcast.schema import DeadLetter
 
@@ -90,7 +91,13 @@ class DeadLetterSink(FixedPartitionedSink[list[DeadLetter], None]):
 def build_flow(settings: Settings) -> Dataflow:
     flow = Dataflow("tickcast_ingest")
     raw = op.input("source", flow, make_source(settings))
-    parsed = op.flat_map("parse", raw, parse_chunk)
+
+    def parse(chunk: RawChunk) -> list[tuple[str, Any]]:
+        if chunk[0] == HEARTBEAT:  # the source's clock goes into the topic, after its trades
+            return [(HEARTBEAT, int(chunk[1][0][1]))]
+        return parse_chunk(chunk)
+
+    parsed = op.flat_map("parse", raw, parse)
     split = op.branch("split_dead", parsed, lambda kv: kv[0] != DEAD)
     op.output("kafka", split.trues, KafkaTradeSink(settings))
     op.output("dead_letters", split.falses, DeadLetterSink(settings.offline_url))

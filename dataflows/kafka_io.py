@@ -32,7 +32,10 @@ from a slow broker wants long ones: tansu on S3 answers a fetch it cannot fill w
 records in 30 s (measured; see README). Each partition therefore runs in one of two
 modes and switches between them by measurement: *live* (``fetch.wait.max.ms`` 10)
 while it is at the high watermark, *catch-up* (500 ms) once it has been behind
-without progress for 250 ms; back to live after a second at the end. Every fetch
+without progress for a second; back to live after a second at the end. A broker too
+slow even for live fetches (starved again within 30 s of going live: tansu on S3 at
+~100 trades/s) gets its live wait doubled, up to 200 ms, so the reader settles on the
+shortest wait this broker can serve (measured: see README). Every fetch
 response carries the partition's high watermark, so each partition knows whether it
 is caught up: it says so downstream with a :data:`PROGRESS` chunk (on every change
 and once a second), and the feature flow lets the wall clock close windows only
@@ -97,9 +100,25 @@ DEFAULT_PARTITIONS = 2
 _IDLE = timedelta(milliseconds=5)  # how soon an idle partition looks again
 LIVE_WAIT_MS = 10  # fetch.wait.max.ms at the high watermark: low latency
 CATCH_UP_WAIT_MS = 500  # ... while reading a backlog: a slow broker can fill each fetch
-_STALL_S = 0.25  # behind this long without a record: switch to catch-up
+_STALL_S = 1.0  # behind this long without a record: switch to catch-up
 _SETTLE_S = 1.0  # caught up this long: switch back to live
-_PROGRESS_EVERY_S = 1.0
+_RESTARVE_S = 30.0  # starved again within this time of going live: double the live wait
+MAX_LIVE_WAIT_MS = 200
+_PROGRESS_EVERY_S = 1.0  # a report at least this often
+_PROGRESS_MIN_S = 0.1  # ... and at most this often while it changes
+HEARTBEAT_KEY = b"\x00heartbeat"  # record key of the ingest's heartbeats (never a symbol)
+
+
+def heartbeat_value(wall_us: int) -> bytes:
+    return b'{"heartbeat_us":%d}' % wall_us
+
+
+def _heartbeat_us(value: bytes | None) -> int:
+    try:
+        v = orjson.loads(value or b"")["heartbeat_us"]
+        return v if isinstance(v, int) and v > 0 else 0
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return 0
 _TRADE_ID = b'"trade_id":'
 
 # {"offset": next offset to read, "last": {symbol: last emitted trade_id}}
@@ -237,6 +256,8 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
         self._prefix = f"{partition}:"
         self._offset: int = int(state.get("offset", 0))
         self._last: dict[bytes, int] = {k.encode(): int(v) for k, v in state.get("last", {}).items()}
+        # the newest ingest heartbeat read (wall µs; 0: none yet)
+        self._heartbeat: int = int(state.get("heartbeat", 0))
         self._batch = batch_size
         self._stop_at_end = stop_at_end
         self._end: int | None = None
@@ -268,8 +289,7 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
         conf["stats_cb"] = self._on_stats
         self._conf = conf
         self._n_parts = n_partitions
-        self._caught_since: int | None = None  # wall µs since when at the high watermark
-        self._reported: tuple[bool, float] = (False, 0.0)  # (caught up, monotonic time) last said
+        self._reported: tuple[int | None, float] = (None, 0.0)  # (complete until, monotonic time) last said
         self._progress_at = time.monotonic()  # the last record, or the moment we were last at the end
         self._mode_at = time.monotonic()
         self.switches = 0
@@ -315,20 +335,27 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
         if got_records or caught:
             self._progress_at = now
         if caught:
-            if self._caught_since is None:
-                self._caught_since = time.time_ns() // 1000
             if self._wait != self._live_wait and now - self._mode_at >= _SETTLE_S:
                 self._switch(self._live_wait)
+        elif self._wait == self._live_wait and now - self._progress_at >= _STALL_S:
+            if now - self._mode_at < _RESTARVE_S:
+                # starved again soon after returning to live: this broker needs longer
+                # fetches even at the end of the log
+                self._live_wait = min(2 * self._live_wait, MAX_LIVE_WAIT_MS, self._catch_up_wait)
+            self._switch(self._catch_up_wait)
+        # complete until: the newest ingest heartbeat read; on a topic without heartbeats
+        # (another producer), the wall clock while at the (fresh) high watermark
+        if self._heartbeat > 0:
+            until: int | None = self._heartbeat
         else:
-            self._caught_since = None
-            if self._wait == self._live_wait and now - self._progress_at >= _STALL_S:
-                self._switch(self._catch_up_wait)
+            until = time.time_ns() // 1000 if caught else None
         said, at = self._reported
-        if caught == said and now - at < _PROGRESS_EVERY_S:
+        due = now - at >= (_PROGRESS_MIN_S if until != said else _PROGRESS_EVERY_S)
+        if not due and (until is None) == (said is None):  # behind <-> complete is said at once
             return []
-        self._reported = (caught, now)
-        since = b"-1" if self._caught_since is None else str(self._caught_since).encode()
-        return [(f"{PROGRESS}{self._topic}", [(f"{self._partition}/{self._n_parts}", since)])]
+        self._reported = (until, now)
+        value = b"-1" if until is None else str(until).encode()
+        return [(f"{PROGRESS}{self._topic}", [(f"{self._partition}/{self._n_parts}", value)])]
 
     def next_batch(self) -> list[RawChunk]:
         if self._done:
@@ -356,7 +383,12 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
                     append((f"{prefix}{last_off}", b""))
                     continue
                 key = m.key()
-                if key is not None:
+                if key is not None and key[:1] == b"\x00":
+                    if key == HEARTBEAT_KEY:  # the ingest's clock: everything before it is read
+                        self._heartbeat = max(self._heartbeat, _heartbeat_us(value))
+                        continue
+                    # any other key of that shape is not tickcast's: the decoder judges it
+                elif key is not None:
                     # dedupe by (key, trade_id), reading the id without parsing the JSON
                     # (the feature flow parses each record once, downstream)
                     i = value.find(_TRADE_ID)
@@ -412,7 +444,8 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
         return self._awake
 
     def snapshot(self) -> State:
-        return {"offset": self._offset, "last": {k.decode(errors="replace"): v for k, v in self._last.items()}}
+        return {"offset": self._offset, "last": {k.decode(errors="replace"): v for k, v in self._last.items()},
+                "heartbeat": self._heartbeat}
 
     def close(self) -> None:
         self._consumer.close()
@@ -455,9 +488,9 @@ class KafkaTradeSource(FixedPartitionedSource[RawChunk, State]):
 # -- sink ------------------------------------------------------------------------------------------
 
 
-class _KafkaSinkPartition(StatefulSinkPartition[list[Trade], None]):
+class _KafkaSinkPartition(StatefulSinkPartition[list[Trade] | int, None]):
     def __init__(self, brokers: str, topic: str, partitions: int, config: Mapping[str, Any]) -> None:
-        ensure_topic(brokers, topic, partitions)
+        self._partitions = ensure_topic(brokers, topic, partitions)
         self._topic = topic
         self._failed: list[tuple[KafkaError, bytes | None]] = []
         self._fatal: KafkaError | None = None
@@ -501,11 +534,25 @@ class _KafkaSinkPartition(StatefulSinkPartition[list[Trade], None]):
                 f"{n} trade(s) could not be delivered to Kafka topic {self._topic!r}: {err.str()} "
                 f"(first: {(value or b'')[:200].decode(errors='replace')})")
 
-    def write_batch(self, values: list[list[Trade]]) -> None:
+    def _produce(self, value: bytes, key: bytes, **kw: Any) -> None:
+        while True:
+            try:
+                self._producer.produce(self._topic, value, key, on_delivery=self._on_delivery, **kw)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self._producer.poll(0.05)
+                self._raise_failures()
+
+    def write_batch(self, values: list[list[Trade] | int]) -> None:
         produce = self._producer.produce
         topic = self._topic
         cb = self._on_delivery
         for trades in values:
+            if isinstance(trades, int):  # a source heartbeat: into every partition, after its trades
+                hb = heartbeat_value(trades)
+                for p in range(self._partitions):
+                    self._produce(hb, HEARTBEAT_KEY, partition=p, timestamp=trades // 1000)
+                continue
             for t in trades:
                 value = encode_trade(t)
                 key = t.symbol.encode()
@@ -536,8 +583,11 @@ class _KafkaSinkPartition(StatefulSinkPartition[list[Trade], None]):
         self.flush()
 
 
-class KafkaTradeSink(FixedPartitionedSink[list[Trade], None]):
-    """Trades into the topic: items are ``(symbol, [Trade, ...])``.
+class KafkaTradeSink(FixedPartitionedSink[list[Trade] | int, None]):
+    """Trades into the topic: items are ``(symbol, [Trade, ...])``, or ``(HEARTBEAT,
+    wall_us)``: the source has emitted every trade it received before ``wall_us``; it
+    is written to every partition after the trades before it (key ``HEARTBEAT_KEY``),
+    and the feature flow's clock follows it (see :class:`_KafkaPartition`).
 
     One producer (one sink partition), so each symbol's trades are produced in the
     order they arrive; librdkafka batches and compresses them. ``config`` adds or

@@ -46,12 +46,13 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from dataflows.sources import RawChunk
+from dataflows.sources import HEARTBEAT_EVERY_S, RawChunk, heartbeat_chunk
 from tickcast.config import ConfigError, Settings
 from tickcast.kraken import KrakenError
 from tickcast.live.ingest_stats import IngestStatsRecorder
@@ -89,17 +90,30 @@ class _KrakenPartition(StatefulSourcePartition[RawChunk, State]):
         except KrakenError as e:
             _die(e)
         self._awake: datetime | None = None
+        self._beat_us = 0
+
+    def _beat(self, complete: int | None, now_us: int, drained_all: bool) -> list[RawChunk]:
+        """A heartbeat when due: the client was complete when the queue was drained."""
+        if complete is None or not drained_all or now_us - self._beat_us < HEARTBEAT_EVERY_S * 1e6:
+            return []
+        self._beat_us = now_us
+        return [heartbeat_chunk(now_us)]
 
     def next_batch(self) -> list[RawChunk]:
         self.stats.poll()  # collects a row when one is due; a thread writes it
+        # read before draining: if the client was complete then, every trade it had
+        # received is in the queue now
+        now_us = time.time_ns() // 1000
+        complete = self._bg.client.complete_since_us
         try:
             events = self._bg.drain(_MAX_EVENTS)
         except KrakenError as e:
             self.stats.close(timeout_s=5.0)  # the client has stopped: its final counts
             _die(e)
+        beat = self._beat(complete, now_us, len(events) < _MAX_EVENTS)
         if not events:
             self._awake = datetime.now(UTC) + _IDLE_POLL
-            return []
+            return beat
         self._awake = None
         state = self._state
         msgs: list[tuple[str, bytes]] = []
@@ -112,7 +126,7 @@ class _KrakenPartition(StatefulSourcePartition[RawChunk, State]):
                     state[last.symbol] = (last.trade_id, last.ts_us)
             elif ev.kind == "malformed":
                 msgs.append((ev.position, ev.raw))
-        return [("kraken", msgs)] if msgs else []
+        return [("kraken", msgs), *beat] if msgs else beat
 
     def next_awake(self) -> datetime | None:
         return self._awake

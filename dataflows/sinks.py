@@ -106,7 +106,7 @@ class _OnlinePartition(StatelessSinkPartition[StepOutput]):
     def __init__(self, settings: Settings) -> None:
         from tickcast.stores.online import open_online
 
-        self._store = open_online(settings)
+        self._store = open_online(settings, lease=True)  # run on its own: stops the Valkey it started
 
     def write_batch(self, items: list[StepOutput]) -> None:
         newest: dict[str, Any] = {}

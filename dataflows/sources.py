@@ -33,6 +33,16 @@ RawChunk = tuple[str, list[tuple[str, bytes]]]
 # report: [("<partition>/<partitions>", b"<wall µs since caught up, or -1>")]
 # (see dataflows.kafka_io; the feature flow turns it into dataflows.features.SourceProgress)
 PROGRESS = "kafka-progress:"
+# a chunk named HEARTBEAT is no data but a live source's clock: [("", b"<wall µs>")] =
+# every trade the source received before that time is in the chunks emitted before this
+# one. The ingest flow writes it into the topic (dataflows.kafka_io), where it tells the
+# feature flow how far the stream is complete; the direct feature flow ignores it.
+HEARTBEAT = "heartbeat"
+HEARTBEAT_EVERY_S = 0.5
+
+
+def heartbeat_chunk(wall_us: int) -> RawChunk:
+    return (HEARTBEAT, [("", str(wall_us).encode())])
 
 
 class _ReplayPartition(StatefulSourcePartition[RawChunk, int]):
@@ -96,6 +106,7 @@ class _SimPartition(StatefulSourcePartition[RawChunk, Any]):
             )
         self._sim = state
         self._seq = 0
+        self._beat_us = 0
         self._interval = timedelta(milliseconds=100)
         self._next_awake = datetime.now().astimezone()
 
@@ -105,8 +116,12 @@ class _SimPartition(StatefulSourcePartition[RawChunk, Any]):
         now_us = time.time_ns() // 1000
         self._next_awake = datetime.now().astimezone() + self._interval
         trades = self._sim.until(now_us)
+        beat: list[RawChunk] = []
+        if now_us - self._beat_us >= HEARTBEAT_EVERY_S * 1e6:  # every trade until now is emitted
+            self._beat_us = now_us
+            beat = [heartbeat_chunk(now_us)]
         if not trades:
-            return []
+            return beat
         msgs: list[tuple[str, bytes]] = []
         i = 0
         n = len(trades)
@@ -118,7 +133,7 @@ class _SimPartition(StatefulSourcePartition[RawChunk, Any]):
             group = trades[i:j]
             msgs.append((f"{group[0].symbol}#{group[0].trade_id}", orjson.dumps(trades_to_message(group))))
             i = j
-        return [("sim", msgs)]
+        return [("sim", msgs), *beat]
 
     def next_awake(self) -> datetime:
         return self._next_awake
@@ -182,6 +197,8 @@ def now_us() -> int:
 def parse_chunk(chunk: RawChunk) -> list[tuple[str, Any]]:
     """Parse a chunk of raw messages into per-symbol trade lists (+ dead letters)."""
     source, lines = chunk
+    if source == HEARTBEAT:
+        return []
     received = now_us()
     parse = parse_message
     if source.startswith("kafka:"):

@@ -313,3 +313,47 @@ def test_live_watermark_waits_an_idle_grace_before_wall_time_closes_windows(idle
         closed, _ = logic.on_notify()
         candles = [c for o in closed for c in o.candles]
         assert [(c.window_start_us, c.trades) for c in candles] == [(start, 2)]
+
+
+def test_kafka_watermark_follows_how_far_every_partition_is_complete() -> None:
+    """On the Kafka path the clock is how far the stream is known complete (the ingest's
+    heartbeats, read from each partition behind the trades): the smallest value over
+    all partitions. A consumer that is behind, an ingest that is down and a broker that
+    does not answer all leave it standing, however much wall time passes."""
+    import dataflows.features as features_flow
+    from dataflows.features import SourceProgress, progress_items
+    from tickcast.pipeline import SymbolPipeline
+    from tickcast.schema import Trade
+
+    pipe = SymbolPipeline("", 1, 100_000)
+    logic = features_flow.PipelineLogic(pipe, live=True, lag_aware=True)
+    start = (time.time_ns() // 1000 // 1_000_000) * 1_000_000
+
+    def closed(out: list) -> list[tuple[int, int]]:  # type: ignore[type-arg]
+        return [(c.window_start_us, c.trades) for o in out for c in o.candles]
+
+    # a progress chunk becomes one item per configured symbol; the first binds the pipeline
+    items = progress_items(("kafka-progress:t", [("1/2", b"-1")]), ("BTC/USD", "ETH/USD"))
+    assert items == [("BTC/USD", SourceProgress("BTC/USD", 1, 2, None)),
+                     ("ETH/USD", SourceProgress("ETH/USD", 1, 2, None))]
+    logic.on_item(items[0][1])
+    assert pipe.symbol == "BTC/USD"
+    logic.on_item([Trade("BTC/USD", 1, start + 500_000, 100.0, 1.0, "buy", "limit")])
+    arrived = logic._anchor_wall
+    logic._anchor_wall -= 60_000_000  # a minute passes with no trade, nothing known
+    arrived -= 60_000_000
+    assert logic.notify_at() is None and closed(logic.on_notify()[0]) == []
+    out, _ = logic.on_item(SourceProgress("BTC/USD", 0, 2, arrived + 30_000_000))  # one of two
+    assert closed(out) == []
+    # the other partition is complete only up to 5 s after the trade arrived: the clock is
+    # the smaller value, so 5 s - the grace (a window) have passed: the trade's window + 3
+    out, _ = logic.on_item(SourceProgress("BTC/USD", 1, 2, arrived + 5_000_000))
+    got = closed(out)
+    assert got[0] == (start, 1) and 2 <= len(got) <= 4 and all(n == 0 for _, n in got[1:]), got
+    # a partition stops being known (broker down): the clock stops, however long
+    logic.on_item(SourceProgress("BTC/USD", 1, 2, None))
+    logic._anchor_wall -= 60_000_000
+    assert closed(logic.on_notify()[0]) == []
+    # known again, up to where partition 0 was: the rest of those 30 s close
+    out, _ = logic.on_item(SourceProgress("BTC/USD", 1, 2, arrived + 40_000_000))
+    assert closed(out) and all(n == 0 for _, n in closed(out))

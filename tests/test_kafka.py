@@ -209,11 +209,11 @@ def test_source_partition_dedupes_by_trade_id_resumes_and_stops_at_the_end(broke
     assert lines[3][1] == b"garbage" and lines[4][1] == b""  # the flow dead-letters them with the reason
     state = part.snapshot()
     part.close()
-    assert state == {"offset": 7, "last": {"BTC/USD": 2, "ETH/USD": 1}}
+    assert state == {"offset": 7, "last": {"BTC/USD": 2, "ETH/USD": 1}, "heartbeat": 0}
     send(rec("BTC/USD", 2), rec("ETH/USD", 2))  # a re-sent trade, then a new one
     part = _KafkaPartition(broker.bootstrap, topic, 0, state, 1000, True, {})
     assert [pos for pos, _ in drain(part)] == ["0:8"]
-    assert part.snapshot() == {"offset": 9, "last": {"BTC/USD": 2, "ETH/USD": 2}}
+    assert part.snapshot() == {"offset": 9, "last": {"BTC/USD": 2, "ETH/USD": 2}, "heartbeat": 0}
     part.close()
     # live (no stop at end): at the end it idles and asks to be woken later, never ends; it
     # reports whether it is at the high watermark: first not (nothing fetched yet), then
@@ -305,6 +305,47 @@ def test_config_and_connection_errors_are_one_line(tmp_path: Path, valkey_url: s
         assert len(lines) == 1 and lines[0].startswith("tickcast: ") and text in lines[0], r.stderr[-2000:]
     r = run_flow({**env, "TICKCAST_SOURCE": "kafka", "TICKCAST_KAFKA_STOP_AT_END": "maybe"})
     assert r.returncode == 2 and "TICKCAST_KAFKA_STOP_AT_END='maybe' is not valid" in r.stderr
+
+
+# -- a slow broker ---------------------------------------------------------------------------------
+
+
+def test_reader_keeps_up_with_a_slow_broker_and_reports_when_it_is_caught_up(
+        kafka_s3: dict[str, str], tmp_path: Path) -> None:
+    """tansu on S3 with a log of 3,000 tiny batches (a live session: one batch per trade or
+    two) answers a fetch it cannot fill within its wait with nothing: the reader with a
+    fixed 10-ms wait read 0 of these records in 30 s. Now it notices that it is behind
+    without progress, switches to long fetches, reads everything, and only then reports
+    that it is caught up (the feature flow's wall clock depends on that report)."""
+    from confluent_kafka import Producer
+
+    b = TansuBroker.start(storage="s3://tansu/", s3=kafka_s3, log_path=tmp_path / "tansu.log")
+    try:
+        topic = new_topic()
+        ensure_topic(b.bootstrap, topic, partitions=1)
+        pr = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 0, "acks": "all"})
+        t0 = time.time_ns() // 1000
+        for i in range(1500):
+            for k in range(2):
+                pr.produce(topic, encode_trade(Trade("BTC/USD", 2 * i + k + 1, t0 + i, 100.0, 1.0, "buy", "limit")),
+                           b"BTC/USD")
+            pr.flush()
+        part = _KafkaPartition(b.bootstrap, topic, 0, None, 5000, False, {}, 1)
+        got, reports = 0, []
+        deadline = time.monotonic() + 60
+        while (got < 3000 or not reports or reports[-1] == b"-1") and time.monotonic() < deadline:
+            for name, lines in part.next_batch():
+                if name.startswith("kafka-progress:"):
+                    assert got == 3000 or lines[0][1] == b"-1", "caught up reported before the end"
+                    reports.append(lines[0][1])
+                else:
+                    got += len(lines)
+            time.sleep(0.001)
+        part.close()
+        assert got == 3000, f"read {got} of 3000 in 60 s"
+        assert reports[0] == b"-1" and reports[-1] != b"-1"
+    finally:
+        b.stop()
 
 
 # -- durability ------------------------------------------------------------------------------------

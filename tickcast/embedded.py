@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -103,9 +104,48 @@ def _log_tail(log: Path, n: int = 5) -> str:
     return " | ".join(line.strip() for line in lines)
 
 
+_leases: dict[Path, list[int]] = {}  # data dir -> [open leases, 1 if this process started the server]
+_leases_lock = threading.Lock()
+
+
+def lease_valkey(data_dir: Path) -> str:
+    """:func:`ensure_valkey` for a process that should not leave a server behind: the
+    server this process *started* is stopped (saving its data, reloaded at the next
+    start) when the last lease is returned with :func:`release_valkey`; a server that
+    was already running (e.g. `tickcast up`'s) is only reused."""
+    key = Path(data_dir).resolve()
+    with _leases_lock:
+        lease = _leases.get(key)
+        if lease is None:
+            url, started = _ensure_valkey(key)
+            _leases[key] = lease = [0, int(started)]
+        else:
+            url = ensure_valkey(key)
+        lease[0] += 1
+        return url
+
+
+def release_valkey(data_dir: Path) -> None:
+    key = Path(data_dir).resolve()
+    with _leases_lock:
+        lease = _leases.get(key)
+        if lease is None:
+            return
+        lease[0] -= 1
+        if lease[0] <= 0:
+            del _leases[key]
+            if lease[1]:
+                stop_valkey(key)
+
+
 def ensure_valkey(data_dir: Path, timeout_s: float = 10.0) -> str:
     """URL of the data directory's Valkey server (``unix:///…/valkey.sock``, or
     ``redis://127.0.0.1:P/0`` for long paths), starting it if it is not running."""
+    return _ensure_valkey(data_dir, timeout_s)[0]
+
+
+def _ensure_valkey(data_dir: Path, timeout_s: float = 10.0) -> tuple[str, bool]:
+    """(URL, whether this call started the server)."""
     d = (Path(data_dir) / "valkey").resolve()
     d.mkdir(parents=True, exist_ok=True)
     url_file, pidfile, log, sock = d / "url", d / "valkey.pid", d / "valkey.log", d / "valkey.sock"
@@ -115,8 +155,12 @@ def ensure_valkey(data_dir: Path, timeout_s: float = 10.0) -> str:
             url = url_file.read_text().strip()
             pid = _read_pid(pidfile)
             if pid is not None and _is_valkey(pid) and _answers(url):
-                return url
-        args = [valkey_binary(), "--save", "", "--appendonly", "no", "--daemonize", "yes",
+                return url, False
+        # no periodic snapshots to speak of, but one at shutdown (SIGTERM saves when a save
+        # point is set), loaded at the next start: a flow that stops the server it started
+        # does not take the newest features away from an API started later
+        args = [valkey_binary(), "--save", "86400 1", "--dbfilename", "dump.rdb", "--appendonly", "no",
+                "--daemonize", "yes",
                 "--pidfile", str(pidfile), "--logfile", str(log), "--dir", str(d)]
         if len(str(sock)) <= MAX_UNIX_PATH:
             with contextlib.suppress(FileNotFoundError):
@@ -148,7 +192,7 @@ def ensure_valkey(data_dir: Path, timeout_s: float = 10.0) -> str:
                                     f"(log: {log})")
             time.sleep(0.02)
         url_file.write_text(url)
-        return url
+        return url, True
 
 
 def stop_valkey(data_dir: Path, timeout_s: float = 5.0) -> bool:

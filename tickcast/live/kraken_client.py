@@ -301,6 +301,12 @@ class KrakenClient:
         self._frame = 0
         self._req = 0
         self._pending: set[str] = set()
+        # wall µs since when every trade received so far has been delivered (connected,
+        # subscribed, each symbol's snapshot handled, no gap being filled); None otherwise.
+        # Read from other threads (a source partition's heartbeat): one attribute, atomic.
+        self.complete_since_us: int | None = None
+        self._snapped: set[str] = set()
+        self._acked_at = 0.0
 
     @property
     def last_delivered(self) -> dict[str, tuple[int, int]]:
@@ -410,11 +416,21 @@ class KrakenClient:
         except Exception as e:  # noqa: BLE001 - any socket failure means: reconnect
             q.put_nowait(_ConnectionDead(f"connection failed ({type(e).__name__}: {e})"))
 
+    def _check_complete(self, now: float) -> None:
+        """Complete once subscribed and every symbol's snapshot is handled (or, for a symbol
+        whose snapshot never comes, 5 s after the acks)."""
+        if self.complete_since_us is None and not self._pending and self._acked_at and (
+                self._snapped.issuperset(self.cfg.symbols) or now - self._acked_at >= 5.0):
+            self.complete_since_us = _now_us()
+
     async def _run_session(self, ws: Any) -> AsyncIterator[Event]:
         loop = asyncio.get_running_loop()
         q: asyncio.Queue[bytes | _ConnectionDead] = asyncio.Queue()
         reader = loop.create_task(self._reader(ws, q))
         self._frame = 0
+        self.complete_since_us = None
+        self._snapped = set()
+        self._acked_at = 0.0
         try:
             self._req += 1
             self._pending = set(self.cfg.symbols)
@@ -438,12 +454,16 @@ class KrakenClient:
                 async for ev in self._handle(item):
                     yield ev
                 if was_pending and not self._pending:
+                    self._acked_at = loop.time()
+                self._check_complete(loop.time())
+                if was_pending and not self._pending:
                     log.info("subscribed to trades of %s at %s", ",".join(self.cfg.symbols), self.cfg.ws_url)
                     if not self._subscribed_once:
                         self._subscribed_once = True
                         if self._on_ready is not None:
                             self._on_ready()
         finally:
+            self.complete_since_us = None  # until the next session has caught up again
             reader.cancel()  # not awaited: awaiting could swallow our own cancellation
 
     # -- frames ---------------------------------------------------------------------------------
@@ -488,6 +508,8 @@ class KrakenClient:
         for symbol, group in by_symbol.items():
             async for ev in self._accept(symbol, group, intact, kind):
                 yield ev
+        if kind == "snapshot":
+            self._snapped.update(by_symbol)
 
     def _check_ack(self, msg: dict[str, Any]) -> None:
         err = is_error_ack(msg)
@@ -547,7 +569,18 @@ class KrakenClient:
                 yield self._trades_event(symbol, out, kind)
 
     async def _fill(self, symbol: str, after: tuple[int, int], before: int) -> AsyncIterator[Event]:
-        """Trades with ids in ``(after[0], before)`` from REST, page by page."""
+        """Trades with ids in ``(after[0], before)`` from REST, page by page (meanwhile the
+        client is not complete: older trades are still to come)."""
+        was = self.complete_since_us
+        self.complete_since_us = None
+        try:
+            async for ev in self._fill_pages(symbol, after, before):
+                yield ev
+        finally:
+            if was is not None:
+                self.complete_since_us = _now_us()
+
+    async def _fill_pages(self, symbol: str, after: tuple[int, int], before: int) -> AsyncIterator[Event]:
         self.stats.gaps += 1
         after_id, after_ts = after
         want = before - after_id - 1

@@ -21,7 +21,7 @@ Contracts:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -69,6 +69,7 @@ class OnlineStore:
             retry=Retry(NoBackoff(), 1),  # one immediate retry: survives a server restart, bounded
         )
         self._cas = self._r.register_script(_CAS)
+        self._on_close: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"OnlineStore({self.url!r})"
@@ -166,14 +167,24 @@ class OnlineStore:
 
     def close(self) -> None:
         self._r.close()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
 
-def open_online(settings: Settings) -> OnlineStore:
+def open_online(settings: Settings, *, lease: bool = False) -> OnlineStore:
     """The configured online store; starts (or reuses) the embedded Valkey under the
-    data directory when ``TICKCAST_REDIS_URL`` is not set."""
+    data directory when ``TICKCAST_REDIS_URL`` is not set. With ``lease`` (the flows),
+    a server this process started is stopped when the last such store is closed
+    (:func:`tickcast.embedded.lease_valkey`): a flow run on its own leaves nothing behind."""
     url = settings.redis_url
     if not url:
-        from tickcast.embedded import ensure_valkey
+        from tickcast import embedded
 
-        url = ensure_valkey(settings.data_dir)
+        if lease:
+            url = embedded.lease_valkey(settings.data_dir)
+            store = OnlineStore(url, ttl_seconds=settings.online_ttl_seconds)
+            store._on_close = lambda: embedded.release_valkey(settings.data_dir)
+            return store
+        url = embedded.ensure_valkey(settings.data_dir)
     return OnlineStore(url, ttl_seconds=settings.online_ttl_seconds)
