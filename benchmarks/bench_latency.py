@@ -26,7 +26,7 @@ process, ``websockets``) that writes every received trade message into Redis —
 that transport, a Python process and a Redis write cost. The ratio printed is the
 flow's p99 over the reference's p99.
 
-    python benchmarks/bench_latency.py [--rate 1000] [--seconds 60] [--window 1] [--via-kafka]
+    python benchmarks/bench_latency.py [--rate 1000] [--seconds 60] [--window 1] [--via-kafka [--broker s3]]
 """
 
 from __future__ import annotations
@@ -164,6 +164,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=1, help="TICKCAST_WINDOW_SECONDS of the flow")
     ap.add_argument("--lateness", type=float, default=0.25, help="TICKCAST_ALLOWED_LATENESS_SECONDS")
     ap.add_argument("--via-kafka", action="store_true", help="Kraken -> ingest -> Kafka (tansu) -> features")
+    ap.add_argument("--broker", choices=("memory", "s3"), default="memory",
+                    help="with --via-kafka: tansu in memory (default) or on a SeaweedFS S3 (durable, as `up --kafka`)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
 
@@ -173,7 +175,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tickcast-bench-latency-"))
     redis_url = ensure_valkey(work)
     procs: list[subprocess.Popen[bytes]] = []
-    broker = None
+    broker = s3 = None
     fake = FakeKraken(SYMBOLS, initial=0).start()
     try:
         # reference first: a bare client, same fake, same publisher
@@ -195,13 +197,19 @@ def main() -> None:
         if args.via_kafka:
             from tickcast.tansu import TansuBroker
 
-            broker = TansuBroker.start(log_path=work / "tansu.log")
+            if args.broker == "s3":  # what `tickcast up --kafka` starts: durable on SeaweedFS S3
+                from tickcast.embedded import SeaweedS3
+
+                s3 = SeaweedS3(work / "s3", buckets=("tansu",)).start()
+                broker = TansuBroker.start(storage="s3://tansu/", s3=s3.creds, log_path=work / "tansu.log")
+            else:
+                broker = TansuBroker.start(log_path=work / "tansu.log")
             base.update(TICKCAST_KAFKA_BROKERS=broker.bootstrap, TICKCAST_TRADES_TOPIC="bench-latency")
             procs.append(subprocess.Popen([*flow, "dataflows.ingest"], env=dict(base, TICKCAST_SOURCE="kraken"),
                                           cwd=REPO, stdout=logs, stderr=subprocess.STDOUT))
             procs.append(subprocess.Popen([*flow, "dataflows.features"], env=dict(base, TICKCAST_SOURCE="kafka"),
                                           cwd=REPO, stdout=logs, stderr=subprocess.STDOUT))
-            path = "Kraken -> ingest -> Kafka (tansu) -> features"
+            path = f"Kraken -> ingest -> Kafka (tansu, {args.broker}) -> features"
         else:
             procs.append(subprocess.Popen([*flow, "dataflows.features"], env=dict(base, TICKCAST_SOURCE="kraken"),
                                           cwd=REPO, stdout=logs, stderr=subprocess.STDOUT))
@@ -236,6 +244,8 @@ def main() -> None:
         fake.stop()
         if broker is not None:
             broker.stop()
+        if s3 is not None:
+            s3.stop()
         stop_valkey(work)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

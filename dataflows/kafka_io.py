@@ -292,6 +292,7 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
         self._reported: tuple[int | None, float] = (None, 0.0)  # (complete until, monotonic time) last said
         self._progress_at = time.monotonic()  # the last record, or the moment we were last at the end
         self._mode_at = time.monotonic()
+        self._polled_at = time.monotonic()
         self.switches = 0
         self._live_wait = int(conf.get("fetch.wait.max.ms", LIVE_WAIT_MS))
         self._catch_up_wait = max(self._live_wait, CATCH_UP_WAIT_MS)
@@ -332,8 +333,10 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
         now = time.monotonic()
         hi = self._consumer.get_watermark_offsets(self._tp, cached=True)[1]
         caught = hi >= 0 and self._offset >= hi and now < self._fresh_until
-        if got_records or caught:
+        if got_records or caught or now - self._polled_at > _STALL_S / 2:
+            # (a long gap between polls is this process being busy, not the broker starving)
             self._progress_at = now
+        self._polled_at = now
         if caught:
             if self._wait != self._live_wait and now - self._mode_at >= _SETTLE_S:
                 self._switch(self._live_wait)

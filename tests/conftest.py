@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import subprocess
 import time
@@ -94,3 +95,21 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         yield server.aws_env()
     finally:
         server.stop()
+
+
+def leftovers(data: Path) -> list[str]:
+    """Processes of this data dir: named in their arguments (Valkey, SeaweedFS) or started
+    by `up` (every child has TICKCAST_DATA_DIR=<data> in its environment, e.g. tansu)."""
+    mine = f"TICKCAST_DATA_DIR={data}".encode()
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone, or not ours to read
+        if "pytest" not in args and (str(data) in args or mine in environ):
+            out.append(args)
+    return out

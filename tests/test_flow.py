@@ -357,3 +357,32 @@ def test_kafka_watermark_follows_how_far_every_partition_is_complete() -> None:
     # known again, up to where partition 0 was: the rest of those 30 s close
     out, _ = logic.on_item(SourceProgress("BTC/USD", 1, 2, arrived + 40_000_000))
     assert closed(out) and all(n == 0 for _, n in closed(out))
+
+
+def test_a_flow_run_on_its_own_stops_the_valkey_it_started_and_keeps_its_data(tmp_path: Path) -> None:
+    """`python -m bytewax.run dataflows.features` with the embedded defaults starts a Valkey
+    server under the data dir; at the end of a replay it stops it (30 replays used to
+    leave 30 servers), saving what it holds, so an API started later still finds the
+    newest features. After a kill -9, `tickcast stop` is the one command that cleans up."""
+    from tests.conftest import leftovers
+    from tickcast.embedded import ensure_valkey
+    from tickcast.sim import write_replay
+    from tickcast.stores.online import OnlineStore
+
+    replay = tmp_path / "r.jsonl"
+    write_replay(replay, 3000, ["BTC/USD", "ETH/USD"], seed=4)
+    data = tmp_path / "data"
+    env = flow_env(replay, data / "offline", "", TICKCAST_DATA_DIR=str(data), TICKCAST_ONLINE_MODEL="off")
+    del env["TICKCAST_REDIS_URL"]
+    r = run_flow(env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert leftovers(data) == []
+    store = OnlineStore(ensure_valkey(data))  # what an API started now does
+    try:
+        assert store.get_features("BTC/USD") is not None
+    finally:
+        store.close()
+    r2 = subprocess.run([sys.executable, "-m", "tickcast.cli", "stop", "--data-dir", str(data)], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=60)
+    assert r2.returncode == 0 and "stopped the embedded Valkey" in r2.stderr, r2.stderr
+    assert leftovers(data) == []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, leftovers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,24 +48,6 @@ def wait_for_predictions(port: int, proc: subprocess.Popen[bytes], timeout: floa
         time.sleep(0.5)
     assert len(got) == 2, f"no prediction for every symbol within {timeout} s"
     return got
-
-
-def leftovers(data: Path) -> list[str]:
-    """Processes of this data dir: named in their arguments (Valkey, SeaweedFS) or started
-    by `up` (every child has TICKCAST_DATA_DIR=<data> in its environment, e.g. tansu)."""
-    mine = f"TICKCAST_DATA_DIR={data}".encode()
-    out = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone, or not ours to read
-        if "pytest" not in args and (str(data) in args or mine in environ):
-            out.append(args)
-    return out
 
 
 @pytest.mark.parametrize("kafka", [False, True], ids=["direct", "kafka"])

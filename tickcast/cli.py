@@ -46,6 +46,16 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stop(args: argparse.Namespace) -> int:
+    from tickcast.embedded import stop_valkey
+
+    s = _settings({"TICKCAST_DATA_DIR": args.data_dir} if args.data_dir else None)
+    stopped = stop_valkey(s.data_dir)
+    print(f"tickcast stop: {'stopped the' if stopped else 'no'} embedded Valkey of {s.data_dir.resolve()}",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     from tickcast.sim import SimParams, write_replay
 
@@ -431,6 +441,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--train-every", type=float, default=600.0,
                     help="seconds between training runs (gated promotion; 0 = never; default 600)")
     up.set_defaults(func=cmd_up)
+
+    st = sub.add_parser("stop", help="stop the embedded servers a killed `up` or flow left running for a data dir",
+                        epilog=EPILOG,
+                        description="`tickcast up` stops everything it started, and a flow run on its own stops "
+                        "the embedded Valkey it started, when they end normally (Ctrl-C, end of a replay). After a "
+                        "kill -9, the Valkey daemon of the data dir stays up (the next `up` or flow reuses it); this "
+                        "stops it (its data is saved and reloaded at the next start).")
+    st.add_argument("--data-dir", help="the data dir (default: $TICKCAST_DATA_DIR or ./data)")
+    st.set_defaults(func=cmd_stop)
 
     sql = sub.add_parser("sql", help="run SQL on the configured offline store and print the result",
                          epilog="Tables: candles, features, predictions, dead_letters (one row per key). "
