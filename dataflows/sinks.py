@@ -143,7 +143,7 @@ class _RegistryPartition(StatelessSinkPartition[StepOutput]):
     def __init__(self, settings: Settings) -> None:
         from models.registry import registry_from_settings
 
-        self._registry = registry_from_settings(settings)
+        self._registry = registry_from_settings(settings, writer=True)
         self._keep = settings.registry_keep
 
     def write_batch(self, items: list[StepOutput]) -> None:

@@ -102,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.horizon_seconds % window:
         raise SystemExit(f"tickcast: the horizon ({cfg.horizon_seconds} s) is not a multiple of the "
                          f"candle length in the store ({window} s); set TICKCAST_HORIZON_SECONDS")
-    registry = None if args.no_registry else registry_from_settings(s)
+    registry = None if args.no_registry else registry_from_settings(s, writer=True)
     started = int(_time.time() * 1e6)
     try:
         reports = train(store, registry, list(s.symbols), since, until, cfg)
