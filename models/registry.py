@@ -147,8 +147,8 @@ PICKLE_PROTOCOL = 5
 DEFAULT_TIMEOUT_S = 3.0
 
 # names, aliases and versions are single path components: no "/", no "..", no hidden files
-_COMPONENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_COMPONENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # always fullmatch ("$" allows a "\n")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _TMP_MARK = ".tmp-"
 _LIBRARIES = {"river": "river", "sklearn": "scikit-learn", "xgboost": "xgboost", "numpy": "numpy"}
 
@@ -215,7 +215,7 @@ def library_versions() -> dict[str, str]:
 
 
 def _check_component(kind: str, value: Any) -> str:
-    if not isinstance(value, str) or not _COMPONENT_RE.match(value) or _TMP_MARK in value:
+    if not isinstance(value, str) or not _COMPONENT_RE.fullmatch(value) or _TMP_MARK in value:
         raise RegistryError(f"invalid {kind} {value!r}: expected letters, digits, '.', '_' or '-' "
                             "(not starting with '.' or '-', at most 200 characters)")
     return value
@@ -786,7 +786,7 @@ class ModelRegistry:
     def list_aliases(self) -> list[dict[str, Any]]:
         """Every verified alias (unverifiable ones are logged and left out)."""
         files, _ = self._backend.list("aliases")
-        names = sorted(f[:-5] for f in files if f.endswith(".json") and _COMPONENT_RE.match(f[:-5]))
+        names = sorted(f[:-5] for f in files if f.endswith(".json") and _COMPONENT_RE.fullmatch(f[:-5]))
         out = []
         for alias, raw in self._backend.get_many([f"aliases/{a}.json" for a in names], MAX_DOCUMENT_BYTES).items():
             a_name = alias[len("aliases/"):-5]
@@ -798,15 +798,20 @@ class ModelRegistry:
                 out.append(self._check_alias(raw, a_name))
         return sorted(out, key=lambda a: a["alias"])
 
+    def ping(self) -> None:
+        """One cheap call (a listing of the aliases): raises :class:`RegistryUnavailable`
+        when the store does not answer; verifies nothing."""
+        self._backend.list("aliases")
+
     def list_models(self) -> list[str]:
         _, dirs = self._backend.list("models")
-        return sorted(d for d in dirs if _COMPONENT_RE.match(d))
+        return sorted(d for d in dirs if _COMPONENT_RE.fullmatch(d))
 
     def _versions(self, name: str) -> list[str]:
         """Published versions of ``name`` (those with a manifest), newest first."""
         files, _ = self._backend.list(f"models/{name}")
         vs = (f[:-5] for f in files if f.endswith(".json"))
-        return sorted((v for v in vs if _COMPONENT_RE.match(v) and _TMP_MARK not in v), reverse=True)
+        return sorted((v for v in vs if _COMPONENT_RE.fullmatch(v) and _TMP_MARK not in v), reverse=True)
 
     def list_versions(self, name: str) -> list[dict[str, Any]]:
         """Verified manifests of ``name``, newest first (ones failing verification are logged, skipped)."""

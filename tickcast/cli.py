@@ -37,13 +37,13 @@ def cmd_sql(args: argparse.Namespace) -> int:
             store.ensure_schema()  # a read never creates or alters anything
         out = store.raw(args.query, args.format, readonly=not args.write)
     except Exception as e:  # noqa: BLE001 - a query error is the user's, show it plainly
-        from tickcast.stores.offline import _redact
+        from tickcast.stores.errors import redact
 
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if not args.write and ("READONLY" in first or "readonly mode" in first):
             first += (" — tickcast sql is read-only: writes, schema changes, settings and table functions "
                       "(file, url, s3, …) need --write")
-        print(f"tickcast sql: {_redact(first)[:700]}", file=sys.stderr)
+        print(f"tickcast sql: {redact(first)[:700]}", file=sys.stderr)
         return 1
     finally:
         store.close()
