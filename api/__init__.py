@@ -205,7 +205,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from tickcast.stores.online import OnlineStore, StoreUnavailable, open_online
 
     cfg = dict(test_config or {})
-    env = cfg.get("env") if cfg.get("env") is not None else os.environ
+    env: Any = cfg.get("env") if cfg.get("env") is not None else os.environ
     try:
         settings: Settings = cfg.get("settings") or Settings.from_env(env)
         token = (env.get(TOKEN_ENV) or "").strip()

@@ -125,9 +125,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from models.signing import Keyring, KeyError_, PublicKey, SigningKey, parse_public_keys
 from models.signing import KEY_ID_RE as _KEY_ID_RE
 from models.signing import SIGNATURE_RE as _SIGNATURE_RE
+from models.signing import KeyError_, Keyring, PublicKey, SigningKey, parse_public_keys
 from tickcast.config import ConfigError
 
 log = logging.getLogger(__name__)

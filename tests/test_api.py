@@ -409,3 +409,30 @@ def test_health_and_models_are_cached(env: dict[str, Any]) -> None:
     for _ in range(20):
         assert c.get("/health").status_code == 200 and c.get("/models").status_code == 200
     assert calls == {"ping": 1, "list_aliases": 1}
+
+
+def test_dashboard_queries_have_a_time_limit(tmp_path: Path, redis_db_url: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """TICKCAST_DASHBOARD_QUERY_SECONDS reaches the engine: with a limit no query can meet,
+    /dashboard/data is a 503 naming the timeout (never a stuck worker); with the default
+    the same data answers 200."""
+    from tickcast.pipeline import run_batch
+    from tickcast.sim import MarketSimulator, SimParams
+    from tickcast.stores.offline import LakeStore
+    from tickcast.stores.tables import candles_to_arrow, features_to_arrow
+
+    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
+    out = run_batch(MarketSimulator(["BTC/USD"], seed=1, params=SimParams(rate=5)).next_trades(20_000), 10, 0.0)
+    lake = LakeStore(tmp_path / "offline")
+    lake.ensure_schema()
+    lake.insert("candles", candles_to_arrow(out.candles))
+    lake.insert("features", features_to_arrow(out.features))
+    lake.close()
+    base = Settings.from_env({"TICKCAST_REDIS_URL": redis_db_url, "TICKCAST_DATA_DIR": str(tmp_path),
+                              "TICKCAST_SYMBOLS": "BTC/USD"})
+    ok = create_app({"settings": base}).test_client().get("/dashboard/data?symbol=BTC/USD&minutes=1440")
+    assert ok.status_code == 200, ok.json
+    slow = create_app({"settings": base.with_(dashboard_query_seconds=1e-6)})
+    slow.config["TICKCAST_DASHBOARD_CACHE_SECONDS"] = 0
+    r = slow.test_client().get("/dashboard/data?symbol=BTC/USD&minutes=1440")
+    assert r.status_code == 503 and "Timeout exceeded" in r.json["error"]["message"], r.json

@@ -91,9 +91,9 @@ def test_help_lists_commands() -> None:
 def test_sql_is_read_only_unless_write(tmp_path: Path) -> None:
     """`tickcast sql` runs with ClickHouse's readonly = 1: no writes, no schema changes, no
     table functions (a local file cannot be read or written); --write allows them."""
+    from tickcast.schema import Candle
     from tickcast.stores.offline import LakeStore
     from tickcast.stores.tables import candles_to_arrow
-    from tickcast.schema import Candle
 
     lake = tmp_path / "offline"
     store = LakeStore(lake)

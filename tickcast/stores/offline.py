@@ -321,6 +321,7 @@ class LakeStore(OfflineStore):
         self.read_only = read_only
         self.read_retries = 0  # how often a query was retried because a compaction replaced parts
         self._reader: Any = None
+        self._ro_reader: Any = None  # readonly = 1 session (raw(readonly=True)), opened on first use
         self._reader_lock = threading.Lock()
         self._db = "lake_" + hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
 
@@ -488,7 +489,7 @@ class LakeStore(OfflineStore):
         ``File(Parquet)`` tables over the same globs (same rows), so the engine can refuse
         every table function, write and schema change of the user's query."""
         with self._reader_lock:
-            if getattr(self, "_ro_reader", None) is None:
+            if self._ro_reader is None:
                 import clickhouse_connect
 
                 db = self._db + "_ro"
@@ -526,7 +527,7 @@ class LakeStore(OfflineStore):
         _sweeper.flush(2.0)  # deletions this process deferred (instant when there are none)
         with self._reader_lock:
             reader, self._reader = self._reader, None
-            ro, self._ro_reader = getattr(self, "_ro_reader", None), None
+            ro, self._ro_reader = self._ro_reader, None
         if ro is not None:
             ro.close()
         if reader is not None:
