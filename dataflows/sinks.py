@@ -237,10 +237,24 @@ class _RegistryPartition(StatelessSinkPartition[StepOutput]):
 
 class RegistrySink(DynamicSink[StepOutput]):
     """Online-model snapshots -> the model registry (object storage), with retention;
-    an unavailable store delays publishing (retries with backoff), never the flow."""
+    an unavailable store delays publishing (retries with backoff), never the flow.
+
+    The signing key is checked when the flow is built: a missing, malformed or weak key
+    stops the flow at start with one line (exit 2), not with a worker traceback."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        if settings.online_model != "off":
+            import sys
+
+            from models.registry import registry_from_settings
+            from tickcast.config import ConfigError
+
+            try:
+                registry_from_settings(settings, writer=True)
+            except ConfigError as e:
+                print(f"tickcast: {e}", file=sys.stderr)
+                raise SystemExit(2) from None
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RegistryPartition:
         return _RegistryPartition(self.settings)

@@ -93,3 +93,17 @@ def _iso(t: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_flow_without_a_signing_key_stops_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TICKCAST_", "BYTEWAX_"))}
+    env.update(TICKCAST_SOURCE="sim", TICKCAST_DATA_DIR=str(tmp_path), TICKCAST_MODEL_STORE="s3://models/reg")
+    r = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.features"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("tickcast: TICKCAST_REGISTRY_SIGNING_KEY is not set"), line
+    env["TICKCAST_REGISTRY_SIGNING_KEY"] = "00" * 32
+    r = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.features"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not a random key" in r.stderr and len(r.stderr.strip().splitlines()) == 1
