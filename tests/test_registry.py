@@ -667,3 +667,40 @@ def test_legacy_hmac_documents_can_be_resigned(tmp_path: Path) -> None:
     assert reg.load("m", v)[0].n == 7
     with pytest.raises(SnapshotRejected, match="shared HMAC key"):
         reg.load("m")  # the forged pointer was not re-signed
+
+
+def test_fuzzed_documents_are_rejected_never_raised(tmp_path: Path) -> None:
+    """Property: whatever bytes lie where a signed pointer or manifest belongs - arbitrary
+    JSON (any shapes and types in the signature/key_id/size fields) or arbitrary bytes -
+    reading it returns the document or raises SnapshotRejected, nothing else."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    reg = open_registry(f"file://{tmp_path / 'models'}", signer=SIGNER)
+    v = reg.save("m", Blob(1), {})
+    reg.set_alias("production", "m", v)
+    good = json_loads(raw_get(reg, "aliases/production.json"))
+    scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=200)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                          | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=20)
+    documents = (st.binary(max_size=2000).map(lambda b: ("bytes", b))
+                 | st.dictionaries(st.sampled_from(sorted(good) + ["hmac", "x"]), values, max_size=8)
+                 .map(lambda d: ("json", json_dumps({**good, **d})))
+                 | values.map(lambda x: ("json", json_dumps(x))))
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(doc=documents, where=st.sampled_from(["alias", "manifest", "latest"]))
+    def check(doc: tuple[str, bytes], where: str) -> None:
+        key = {"alias": "aliases/production.json", "manifest": f"models/m/{v}.json",
+               "latest": "models/m/latest"}[where]
+        original = raw_get(reg, key)
+        raw_put(reg, key, doc[1])
+        try:
+            {"alias": lambda: reg.load_alias("production"), "manifest": lambda: reg.load("m", v),
+             "latest": lambda: reg.load("m")}[where]()
+        except SnapshotRejected:
+            pass
+        finally:
+            raw_put(reg, key, original)
+
+    check()
