@@ -189,12 +189,18 @@ class _RegistryPartition(StatelessSinkPartition[StepOutput]):
         from models.registry import RegistryUnavailable
 
         failures = 0
+        retry_at = 0.0  # monotonic time of the next attempt after a failure (new snapshots do not advance it)
         while True:
             with self._cv:
-                while not self._pending and not self._closing:
-                    self._cv.wait()
-                if not self._pending:
-                    return
+                while True:
+                    if self._closing:
+                        if not self._pending:
+                            return
+                        break  # one last attempt at shutdown, whatever the backoff
+                    wait = retry_at - time.monotonic()
+                    if self._pending and wait <= 0:
+                        break
+                    self._cv.wait(wait if self._pending else None)
                 name = next(iter(self._pending))
                 snap = self._pending.pop(name)
             try:
@@ -202,16 +208,16 @@ class _RegistryPartition(StatelessSinkPartition[StepOutput]):
             except RegistryUnavailable as e:
                 failures += 1
                 self.retries += 1
+                delay = random.uniform(0, min(self._max_backoff, self._backoff * 2 ** min(failures, 16)))
+                retry_at = time.monotonic() + delay
                 with self._cv:
                     if name not in self._pending:  # keep it unless a newer one arrived meanwhile
                         self._pending[name] = snap
-                    delay = random.uniform(0, min(self._max_backoff, self._backoff * 2 ** min(failures, 16)))
                     log.warning("registry unavailable (%s); %d snapshot(s) pending, retry %d in %.1f s "
                                 "(published %d, superseded %d so far)", e, len(self._pending), failures, delay,
                                 self.published, self.superseded)
                     if self._closing:
                         return
-                    self._cv.wait(delay)  # woken early only by close()
                 continue
             except Exception as e:  # noqa: BLE001 - refused (bad name, too large, ...): never retried
                 self.dropped += 1
@@ -221,7 +227,7 @@ class _RegistryPartition(StatelessSinkPartition[StepOutput]):
             if failures:
                 log.warning("registry available again after %d retries; published %s (published %d, "
                             "superseded %d so far)", failures, name, self.published, self.superseded)
-                failures = 0
+                failures, retry_at = 0, 0.0
 
     def close(self) -> None:
         with self._cv:
