@@ -1020,6 +1020,11 @@ def registry_from_settings(settings: Any, *, writer: bool = False, timeout: floa
             raise RegistryKeyMissing(
                 f"{PUBLIC_KEYS_ENV} is not set: readers of the shared model store {url} need the writers' "
                 "public keys (see `python -m models.signing`)")
+    if signer is not None and not writer:
+        # a reader (the API) needs no private key: trust its public half, but say so
+        log.warning("%s is set in a process that only reads the registry; readers need only %s "
+                    "(remove the private key from this process's environment)", SIGNING_KEY_ENV, PUBLIC_KEYS_ENV)
+        public = [*public, signer.public]
     keyring = Keyring(public, refresh=refresh)
     return ModelRegistry(url, keyring, signer=signer if writer else None, timeout=timeout,
                          max_payload_bytes=max_payload)

@@ -433,6 +433,10 @@ def test_registry_from_settings_keys(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("TICKCAST_REGISTRY_PUBLIC_KEYS")
     with pytest.raises(RegistryKeyMissing, match="TICKCAST_REGISTRY_PUBLIC_KEYS is not set"):
         registry_from_settings(s3)
+    # a reader given a signing key by mistake: read-only all the same, trusting its public half
+    monkeypatch.setenv("TICKCAST_REGISTRY_SIGNING_KEY", other.to_text())
+    misconfigured = registry_from_settings(s3)
+    assert misconfigured.signer is None and misconfigured.keyring.ids() == [other.key_id]
     with pytest.raises(RegistryError, match="file:///abs/path or s3://bucket/prefix"):
         open_registry("http://example.com/models")
 
