@@ -159,11 +159,14 @@ OPENAPI: dict[str, Any] = {
             "200": {"description": "healthy", "content": {"application/json": {"schema": {"type": "object"}}}},
             "503": {"description": "a dependency is down",
                     "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-            "200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        "/models": {"get": {"summary": "Registry listing", "responses": {
+        "/metrics": {"get": {"summary": "Prometheus metrics (bearer token if TICKCAST_API_TOKEN is set)",
+                             "responses": {
+            "200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "401": {"$ref": "#/components/responses/Error"}}}},
+        "/models": {"get": {"summary": "Registry listing (bearer token if TICKCAST_API_TOKEN is set)", "responses": {
             "200": {"description": "models and aliases",
                     "content": {"application/json": {"schema": {"type": "object"}}}},
+            "401": {"$ref": "#/components/responses/Error"},
             "503": {"$ref": "#/components/responses/Error"}}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {
             "200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}}}},

@@ -299,7 +299,7 @@ def data() -> Any:
 
 # -- the OpenAPI declarations of these routes (merged into api.OPENAPI) ----------------
 
-_ERRORS = {s: {"$ref": "#/components/responses/Error"} for s in ("400", "404", "503")}
+_ERRORS = {s: {"$ref": "#/components/responses/Error"} for s in ("400", "401", "404", "503")}
 _SERIES_SCHEMA = {"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2,
                                              "items": {"type": "number"}}}
 OPENAPI_PATHS: dict[str, Any] = {
