@@ -37,6 +37,7 @@ bench: $(STAMP) ## run the benchmarks (prints figures and ratios against same-ru
 	$(BIN)/python benchmarks/bench_online.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_api.py
+	$(BIN)/python benchmarks/bench_registry.py
 
 clean: ## remove .venv and local data
 	rm -rf $(VENV) data .pytest_cache

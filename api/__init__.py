@@ -14,13 +14,27 @@
   ``GET /openapi.json``, ``GET /models``.
 
 Every error is JSON ``{"error": {"code", "message"}}`` with a real status: 400 bad
-request, 404 unknown symbol or route, 503 stale features / no model / store
-unreachable / rejected snapshot. Never a 500 with a traceback.
+request, 401 missing/wrong token, 404 unknown symbol or route, 503 stale features / no
+model / store unreachable / rejected snapshot (expected failures of a dependency). An
+unexpected error is a JSON 500 ``internal_error`` without details (logged with its
+traceback). Connection URLs in messages are redacted (``user:***@``).
+
+Authentication: with ``TICKCAST_API_TOKEN`` set (>= 16 characters), every route but
+``/predict``, ``/health``, ``/openapi.json`` and the dashboard's static page and script
+needs ``Authorization: Bearer <token>``; the dashboard page sends the token it finds in
+its URL fragment (``/dashboard#token=…``, never sent to the server in the URL).
+
+``/health`` and ``/models`` are computed at most once per ``TICKCAST_API_CACHE_SECONDS``
+per worker; ``/health`` costs one Redis PING and one listing of the registry's aliases.
+Documents the registry refuses (planted, corrupt, foreign) are counted in
+``tickcast_registry_rejected_total{kind}`` and never fail ``/health``.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
+import os
 import re
 import threading
 import time
@@ -33,10 +47,14 @@ from api.dashboard import OPENAPI_PATHS as DASHBOARD_PATHS
 from api.dashboard import dashboard
 from tickcast.config import ConfigError, Settings
 from tickcast.schema import us_to_iso
+from tickcast.stores.errors import redact
 
 log = logging.getLogger("tickcast.api")
-SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")  # anchored for OpenAPI; always fullmatch
 MODEL_REFRESH_SECONDS = 2.0
+TOKEN_ENV = "TICKCAST_API_TOKEN"
+MIN_TOKEN_CHARS = 16
+PUBLIC_ROUTES = frozenset({"/predict", "/health", "/openapi.json", "/dashboard", "/dashboard/app.js"})
 
 
 class ApiError(Exception):
@@ -94,18 +112,19 @@ class ModelCache:
                     self._models[symbol] = cached
                 self._errors.pop(symbol, None)
             except SnapshotRejected as e:
-                self._errors[symbol] = str(e)
+                self._errors[symbol] = redact(str(e))
                 if cached is None:
-                    raise ApiError(503, "model_rejected", f"the production model of {symbol} was refused: {e}") from e
+                    raise ApiError(503, "model_rejected",
+                                   f"the production model of {symbol} was refused: {redact(str(e))}") from e
                 log.error("keeping %s@%s: new production snapshot refused: %s", symbol, cached.version, e)
             except RegistryUnavailable as e:
-                self._errors[symbol] = str(e)
+                self._errors[symbol] = redact(str(e))
                 if cached is None:
-                    raise ApiError(503, "registry_unavailable", str(e)) from e
+                    raise ApiError(503, "registry_unavailable", redact(str(e))) from e
             except RegistryError as e:
-                self._errors[symbol] = str(e)
+                self._errors[symbol] = redact(str(e))
                 if cached is None:
-                    raise ApiError(503, "no_model", str(e)) from e
+                    raise ApiError(503, "no_model", redact(str(e))) from e
             self._checked[symbol] = time.monotonic()
             return cached
         finally:
@@ -140,11 +159,14 @@ OPENAPI: dict[str, Any] = {
             "200": {"description": "healthy", "content": {"application/json": {"schema": {"type": "object"}}}},
             "503": {"description": "a dependency is down",
                     "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-            "200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        "/models": {"get": {"summary": "Registry listing", "responses": {
+        "/metrics": {"get": {"summary": "Prometheus metrics (bearer token if TICKCAST_API_TOKEN is set)",
+                             "responses": {
+            "200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "401": {"$ref": "#/components/responses/Error"}}}},
+        "/models": {"get": {"summary": "Registry listing (bearer token if TICKCAST_API_TOKEN is set)", "responses": {
             "200": {"description": "models and aliases",
                     "content": {"application/json": {"schema": {"type": "object"}}}},
+            "401": {"$ref": "#/components/responses/Error"},
             "503": {"$ref": "#/components/responses/Error"}}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {
             "200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
@@ -186,14 +208,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from tickcast.stores.online import OnlineStore, StoreUnavailable, open_online
 
     cfg = dict(test_config or {})
+    env: Any = cfg.get("env") if cfg.get("env") is not None else os.environ
     try:
-        settings: Settings = cfg.get("settings") or Settings.from_env(cfg.get("env"))
+        settings: Settings = cfg.get("settings") or Settings.from_env(env)
+        token = (env.get(TOKEN_ENV) or "").strip()
+        if token and len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"{TOKEN_ENV} is {len(token)} characters: use at least {MIN_TOKEN_CHARS} "
+                              "random ones (e.g. `openssl rand -hex 24`), or unset it")
+        online: OnlineStore = open_online(settings)
+        registry = registry_from_settings(settings, env=env)  # a reader: public keys only
     except ConfigError as e:
-        raise SystemExit(f"tickcast: {e}") from None  # one line, not a traceback
+        raise SystemExit(f"tickcast: {redact(str(e))}") from None  # one line, not a traceback
     app = Flask("tickcast")
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    online: OnlineStore = open_online(settings)
-    registry = registry_from_settings(settings)
     models = ModelCache(registry, cfg.get("model_refresh_seconds", MODEL_REFRESH_SECONDS))
     app.extensions["tickcast"] = {"settings": settings, "online": online, "registry": registry, "models": models}
     app.register_blueprint(dashboard)  # GET /dashboard, /dashboard/data: reads the offline store
@@ -206,6 +233,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     age_g = Gauge("tickcast_feature_age_seconds", "age of the features used", ["symbol"], registry=metrics)
     version_g = Gauge("tickcast_model_info", "model serving a symbol (value 1)", ["symbol", "name", "version"],
                       registry=metrics)
+    rejected = Counter("tickcast_registry_rejected_total",
+                       "registry documents refused (unsigned, bad signature shape, unknown key, oversize, ...)",
+                       ["kind"], registry=metrics)
+    registry.on_reject = lambda kind: rejected.labels(kind).inc()
+    unexpected = Counter("tickcast_api_unexpected_errors_total", "requests that failed with a 500", ["route"],
+                         registry=metrics)
 
     def fail(status: int, code: str, message: str) -> tuple[Response, int]:
         return jsonify({"error": {"code": code, "message": message}}), status
@@ -216,11 +249,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(StoreUnavailable)
     def _store_down(e: StoreUnavailable) -> tuple[Response, int]:
-        return fail(503, "store_unavailable", str(e))
+        return fail(503, "store_unavailable", redact(str(e)))
 
     @app.errorhandler(RegistryUnavailable)
     def _registry_down(e: RegistryUnavailable) -> tuple[Response, int]:
-        return fail(503, "registry_unavailable", str(e))
+        return fail(503, "registry_unavailable", redact(str(e)))
 
     @app.errorhandler(404)
     def _not_found(e: Exception) -> tuple[Response, int]:
@@ -232,16 +265,25 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> tuple[Response, int]:
-        code = getattr(e, "code", None)
-        if isinstance(code, int) and code < 500:
-            return fail(code, "bad_request", str(e))
+        from werkzeug.exceptions import HTTPException
+
+        if isinstance(e, HTTPException) and e.code is not None and e.code < 500:
+            return fail(e.code, "bad_request", e.description or e.name)
         log.exception("unexpected error on %s", request.path)
-        return fail(503, "internal_unavailable", f"{type(e).__name__}: the request could not be served; "
-                    "see the server log")
+        unexpected.labels(request.url_rule.rule if request.url_rule is not None else "unmatched").inc()
+        return fail(500, "internal_error", "internal error; the server log has the details")
 
     @app.before_request
-    def _start() -> None:
+    def _start() -> Response | tuple[Response, int] | None:
         g.t0 = time.perf_counter()
+        if token and request.path not in PUBLIC_ROUTES:
+            got = request.headers.get("Authorization", "")
+            scheme, _, given = got.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+                resp, status = fail(401, "unauthorized", f"this route needs Authorization: Bearer <{TOKEN_ENV}>")
+                resp.headers["WWW-Authenticate"] = 'Bearer realm="tickcast"'
+                return resp, status
+        return None
 
     @app.after_request
     def _observe(resp: Response) -> Response:
@@ -274,15 +316,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         which = request.args.get("model", "auto")
         if not symbol:
             raise ApiError(400, "bad_request", "query parameter 'symbol' is required, e.g. ?symbol=BTC/USD")
-        if not SYMBOL_RE.match(symbol):
+        if not SYMBOL_RE.fullmatch(symbol):
             raise ApiError(400, "bad_request", f"symbol must look like BTC/USD (Kraken v2); got {symbol[:40]!r}")
         if which not in ("auto", "production", "online"):
             raise ApiError(400, "bad_request",
                            f"model must be 'auto', 'production' or 'online'; got {which[:40]!r}")
+        if symbol not in known:  # before any store is touched: no Redis key is built from input
+            raise ApiError(404, "unknown_symbol", f"{symbol} is not served here; symbols: {', '.join(sorted(known))}")
         feats = newest_features(symbol)
         if feats is None:
-            if symbol not in known:
-                raise ApiError(404, "unknown_symbol", f"{symbol} is not served here; symbols: {', '.join(sorted(known))}")
             raise ApiError(503, "no_features", f"no features for {symbol} yet: is the feature pipeline running?")
         ts_us = int(feats.pop("ts_us"))
         age = max(0.0, time.time() - ts_us / 1e6)
@@ -334,16 +376,42 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                         "as_of": us_to_iso(ts_us), "feature_age_seconds": round(age, 3), "price_at_as_of": close,
                         "model": {"name": m.name, "version": m.version}})
 
+    answer_ttl = settings.api_cache_seconds
+    answers: dict[str, tuple[float, Any]] = {}  # route -> (monotonic time, response body and status)
+    answer_locks = {"/health": threading.Lock(), "/models": threading.Lock()}
+
+    def cached(route: str, compute: Any) -> Any:
+        """One computation per route per ``answer_ttl`` in this worker (concurrent callers wait for it)."""
+        with answer_locks[route]:
+            hit = answers.get(route)
+            if hit is not None and time.monotonic() - hit[0] < answer_ttl:
+                return hit[1]
+            value = compute()
+            if answer_ttl > 0:
+                answers[route] = (time.monotonic(), value)
+            return value
+
+    def health_now() -> tuple[dict[str, Any], int]:
+        deps: dict[str, Any] = {}
+        try:
+            deps["online_store"] = {"ok": bool(online.ping())}
+        except Exception as e:  # noqa: BLE001 - health reports, it never fails
+            deps["online_store"] = {"ok": False, "error": redact(str(e))[:300]}
+        try:
+            registry.ping()
+            deps["registry"] = {"ok": True, "errors": models.errors(), "rejected": dict(registry.rejected)}
+        except RegistryError as e:
+            deps["registry"] = {"ok": False, "error": redact(str(e))[:300]}
+        except Exception as e:  # noqa: BLE001
+            log.exception("health: registry check failed")
+            deps["registry"] = {"ok": False, "error": f"unexpected {type(e).__name__}"}
+        ok = all(d["ok"] for d in deps.values())
+        return {"status": "ok" if ok else "degraded", "dependencies": deps}, 200 if ok else 503
+
     @app.get("/health")
     def health() -> Any:
-        deps: dict[str, Any] = {"online_store": {"ok": online.ping()}}
-        try:
-            registry.list_aliases()
-            deps["registry"] = {"ok": True, "errors": models.errors()}
-        except RegistryError as e:
-            deps["registry"] = {"ok": False, "error": str(e)}
-        ok = all(d["ok"] for d in deps.values())
-        return jsonify({"status": "ok" if ok else "degraded", "dependencies": deps}), 200 if ok else 503
+        body, status = cached("/health", health_now)
+        return jsonify(body), status
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -353,14 +421,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     def openapi() -> Any:
         return jsonify(OPENAPI)
 
+    def models_now() -> dict[str, Any]:
+        listing: dict[str, list[dict[str, Any]]] = {}
+        out = {"aliases": registry.list_aliases(), "models": listing}
+        for name in registry.list_models():
+            listing[name] = [{"version": m["version"], "created_at": m.get("created_at"),
+                              "model_kind": m["meta"].get("model_kind"), "metrics": m["meta"].get("metrics")}
+                             for m in registry.list_versions(name)[:20]]
+        return out
+
     @app.get("/models")
     def list_models() -> Any:
-        models: dict[str, list[dict[str, Any]]] = {}
-        out = {"aliases": registry.list_aliases(), "models": models}
-        for name in registry.list_models():
-            models[name] = [{"version": m["version"], "created_at": m["created_at"],
-                                    "model_kind": m["meta"].get("model_kind"), "metrics": m["meta"].get("metrics")}
-                                   for m in registry.list_versions(name)[:20]]
-        return jsonify(out)
+        return jsonify(cached("/models", models_now))
 
     return app

@@ -124,7 +124,11 @@ def build(store: Any, settings: Any, symbol: str, minutes: int) -> dict[str, Any
     from tickcast.schema import us_to_iso
     from tickcast.stores.tables import TABLES
 
+    limit_s = float(getattr(settings, "dashboard_query_seconds", 10.0))
+
     def q(sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        # every query is cut off by the engine (TIMEOUT_EXCEEDED -> a 503), never a stuck worker
+        sql += f" SETTINGS max_execution_time = {limit_s:g}"
         return [tuple(r) for r in store.query(sql, params).result_rows]
 
     now_us = time.time_ns() // 1000
@@ -250,12 +254,12 @@ def script() -> Response:
 
 @dashboard.get("/dashboard/data")
 def data() -> Any:
-    from tickcast.stores.errors import StoreError, StoreUnavailable
+    from tickcast.stores.errors import StoreError, StoreUnavailable, redact
 
     settings = current_app.extensions["tickcast"]["settings"]
     symbol = request.args.get("symbol", settings.symbols[0])
     raw_minutes = request.args.get("minutes", str(DEFAULT_MINUTES))
-    if not SYMBOL_RE.match(symbol):
+    if not SYMBOL_RE.fullmatch(symbol):  # match() with "$" would accept "BTC/USD\n"
         return _fail(400, "bad_request", f"symbol must look like BTC/USD (Kraken v2); got {symbol[:40]!r}")
     if not re.fullmatch(r"[0-9]{1,5}", raw_minutes) or not 1 <= int(raw_minutes) <= MAX_MINUTES:
         return _fail(400, "bad_request", f"minutes must be a whole number from 1 to {MAX_MINUTES}; "
@@ -280,13 +284,14 @@ def data() -> Any:
                 if ttl > 0:
                     opened.cache[key] = (now, payload)
     except StoreUnavailable as e:
-        return _fail(503, "store_unavailable", f"offline store: {e}")
+        return _fail(503, "store_unavailable", f"offline store: {redact(str(e))}")
     except StoreError as e:
-        return _fail(503, "store_error", f"offline store: {e}")
-    except Exception as e:  # a query the store refused (e.g. tables not created yet): a 503, never a 500
-        log.exception("dashboard query failed on %s", url)
+        return _fail(503, "store_error", f"offline store: {redact(str(e))}")
+    except Exception as e:  # a query the store refused (e.g. tables not created yet, time limit): a 503
+        log.exception("dashboard query failed on %s", redact(url))
+        first = (str(e).strip().splitlines() or [""])[0]
         return _fail(503, "offline_store_error", f"the offline store could not answer ({type(e).__name__}): "
-                     f"{str(e)[:300]}")
+                     f"{redact(first)[:300]}")
     resp = jsonify(payload)
     resp.headers["Cache-Control"] = "no-store"
     return resp
@@ -294,7 +299,7 @@ def data() -> Any:
 
 # -- the OpenAPI declarations of these routes (merged into api.OPENAPI) ----------------
 
-_ERRORS = {s: {"$ref": "#/components/responses/Error"} for s in ("400", "404", "503")}
+_ERRORS = {s: {"$ref": "#/components/responses/Error"} for s in ("400", "401", "404", "503")}
 _SERIES_SCHEMA = {"type": "array", "items": {"type": "array", "minItems": 2, "maxItems": 2,
                                              "items": {"type": "number"}}}
 OPENAPI_PATHS: dict[str, Any] = {
@@ -547,7 +552,11 @@ async function poll() {
   clearTimeout(state.timer);
   const q = "minutes=" + state.minutes + (state.symbol ? "&symbol=" + encodeURIComponent(state.symbol) : "");
   try {
-    const resp = await fetch((document.body.dataset.endpoint || "/dashboard/data") + "?" + q, {cache: "no-store"});
+    // TICKCAST_API_TOKEN: open the page as /dashboard#token=... (a fragment never reaches the server)
+    const token = new URLSearchParams(location.hash.slice(1)).get("token");
+    const headers = token ? {Authorization: "Bearer " + token} : {};
+    const resp = await fetch((document.body.dataset.endpoint || "/dashboard/data") + "?" + q,
+                             {cache: "no-store", headers});
     const body = await resp.json();
     if (resp.status === 404) state.symbol = null;  // e.g. ?symbol= of a symbol not served: the default
     if (!resp.ok) throw new Error(body.error ? body.error.code + ": " + body.error.message : "HTTP " + resp.status);

@@ -83,8 +83,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="tickcast-apibench-"))
     redis_url = ensure_valkey(work)
-    key = "bench-key"
-    reg = ModelRegistry(f"file://{work / 'models'}", key.encode())
+    from models.signing import SigningKey
+
+    key = SigningKey.generate()
+    reg = ModelRegistry(f"file://{work / 'models'}", signer=key)
     inputs = list(model_inputs(100.0, {n: 1.0 for n in FEATURE_NAMES}) or {})
     rng = np.random.default_rng(0)
     est = Ridge().fit(rng.normal(size=(500, len(inputs))), rng.normal(size=500))
@@ -94,7 +96,7 @@ def main() -> None:
     vals.update(ema_12=60000.0, ema_26=60000.0, rsi_14=50.0)
     OnlineStore(redis_url).put_features([FeatureRow("BTC/USD", int(time.time() * 1e6), 60000.0, vals, "fs1-w10s")])
     env = {k: val for k, val in os.environ.items() if not k.startswith("TICKCAST_")}
-    env.update(TICKCAST_DATA_DIR=str(work), TICKCAST_REDIS_URL=redis_url, TICKCAST_REGISTRY_KEY=key,
+    env.update(TICKCAST_DATA_DIR=str(work), TICKCAST_REDIS_URL=redis_url, TICKCAST_REGISTRY_PUBLIC_KEYS=key.public.to_text(),
                TICKCAST_MODEL_STORE=f"file://{work / 'models'}", TICKCAST_MAX_FEATURE_AGE_SECONDS="0")
     procs = []
     try:

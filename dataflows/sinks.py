@@ -140,26 +140,127 @@ class OnlineSink(DynamicSink[StepOutput]):
 
 
 class _RegistryPartition(StatelessSinkPartition[StepOutput]):
-    def __init__(self, settings: Settings) -> None:
+    """Publishes snapshots from a thread of its own, so an object-store outage never
+    stalls the flow: ``write_batch`` only hands the newest snapshot of each model over
+    (a newer one supersedes a pending older one: snapshots are a convenience copy, the
+    model state itself is Bytewax recovery state). A failed publish is retried with
+    exponential backoff and full jitter (``backoff_s`` up to ``max_backoff_s``) until it
+    succeeds; a refused one (bad name, oversized) is logged and dropped. Counters
+    (``published``, ``retries``, ``superseded``, ``dropped``) are logged on every outage
+    and recovery. ``close`` waits up to ``close_wait_s`` for what is pending."""
+
+    def __init__(self, settings: Settings, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
+                 close_wait_s: float = 10.0) -> None:
+        import threading
+
         from models.registry import registry_from_settings
 
-        self._registry = registry_from_settings(settings)
+        self._registry = registry_from_settings(settings, writer=True)
         self._keep = settings.registry_keep
+        self._backoff, self._max_backoff, self._close_wait = backoff_s, max_backoff_s, close_wait_s
+        self._pending: dict[str, Any] = {}  # model name -> newest Snapshot not yet published
+        self._cv = threading.Condition()
+        self._closing = False
+        self.published = self.retries = self.superseded = self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="tickcast-registry-publisher", daemon=True)
+        self._thread.start()
 
     def write_batch(self, items: list[StepOutput]) -> None:
-        for it in items:
-            for snap in it.snapshots:
-                # the payload is an immutable copy taken inside the flow; the registry
-                # signs and publishes it atomically
-                self._registry.save_payload(snap.name, snap.payload, snap.meta)
-                self._registry.prune(snap.name, self._keep)
+        with self._cv:
+            for it in items:
+                for snap in it.snapshots:
+                    if snap.name in self._pending:
+                        self.superseded += 1
+                    self._pending[snap.name] = snap
+            self._cv.notify_all()
+
+    def _publish(self, snap: Any) -> None:
+        # the payload is an immutable copy taken inside the flow; the registry signs and
+        # publishes it atomically
+        self._registry.save_payload(snap.name, snap.payload, snap.meta)
+        try:
+            self._registry.prune(snap.name, self._keep)
+        except Exception as e:  # noqa: BLE001 - retention is retried with the next snapshot
+            log.warning("registry: pruning %s failed (%s); retried after the next snapshot", snap.name, e)
+
+    def _run(self) -> None:
+        import random
+
+        from models.registry import RegistryUnavailable
+
+        failures = 0
+        retry_at = 0.0  # monotonic time of the next attempt after a failure (new snapshots do not advance it)
+        while True:
+            with self._cv:
+                while True:
+                    if self._closing:
+                        if not self._pending:
+                            return
+                        break  # one last attempt at shutdown, whatever the backoff
+                    wait = retry_at - time.monotonic()
+                    if self._pending and wait <= 0:
+                        break
+                    self._cv.wait(wait if self._pending else None)
+                name = next(iter(self._pending))
+                snap = self._pending.pop(name)
+            try:
+                self._publish(snap)
+            except RegistryUnavailable as e:
+                failures += 1
+                self.retries += 1
+                delay = random.uniform(0, min(self._max_backoff, self._backoff * 2 ** min(failures, 16)))
+                retry_at = time.monotonic() + delay
+                with self._cv:
+                    if name not in self._pending:  # keep it unless a newer one arrived meanwhile
+                        self._pending[name] = snap
+                    log.warning("registry unavailable (%s); %d snapshot(s) pending, retry %d in %.1f s "
+                                "(published %d, superseded %d so far)", e, len(self._pending), failures, delay,
+                                self.published, self.superseded)
+                    if self._closing:
+                        return
+                continue
+            except Exception as e:  # noqa: BLE001 - refused (bad name, too large, ...): never retried
+                self.dropped += 1
+                log.error("registry: snapshot %s dropped: %s: %s", name, type(e).__name__, e)
+                continue
+            self.published += 1
+            if failures:
+                log.warning("registry available again after %d retries; published %s (published %d, "
+                            "superseded %d so far)", failures, name, self.published, self.superseded)
+                failures, retry_at = 0, 0.0
+
+    def close(self) -> None:
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        self._thread.join(self._close_wait)
+        with self._cv:
+            if self._pending:
+                log.warning("registry: %d snapshot(s) not published at shutdown (%s); the model state is in "
+                            "the recovery store, the next snapshot will publish it",
+                            len(self._pending), ", ".join(sorted(self._pending)))
 
 
 class RegistrySink(DynamicSink[StepOutput]):
-    """Online-model snapshots -> the model registry (object storage), with retention."""
+    """Online-model snapshots -> the model registry (object storage), with retention;
+    an unavailable store delays publishing (retries with backoff), never the flow.
+
+    The signing key is checked when the flow is built: a missing, malformed or weak key
+    stops the flow at start with one line (exit 2), not with a worker traceback."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        if settings.online_model != "off":
+            import sys
+
+            from models.registry import registry_from_settings
+            from tickcast.config import ConfigError
+
+            try:
+                registry_from_settings(settings, writer=True)
+            except ConfigError as e:
+                print(f"tickcast: {e}", file=sys.stderr)
+                raise SystemExit(2) from None
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RegistryPartition:
         return _RegistryPartition(self.settings)

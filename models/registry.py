@@ -24,7 +24,7 @@ Version ids are UTC timestamps to the microsecond plus 8 random hex digits,
 ``20261124T101500.123456Z-1a2b3c4d``: they sort as strings in creation order (strictly
 increasing within one process) and never collide between writers. A manifest holds
 ``format, name, version, sha256, size, created_at, libraries`` (python, river, sklearn,
-xgboost, numpy - whichever are installed), ``meta`` (the caller's metadata) and ``hmac``.
+xgboost, numpy - whichever are installed), ``meta`` (the caller's metadata), ``key_id`` and ``signature``.
 
 Atomicity
 ---------
@@ -54,25 +54,43 @@ Signing
 -------
 Payloads are pickles, and unpickling executes arbitrary code chosen by whoever wrote
 the bytes: a registry that unpickles whatever lies in a bucket is a remote-code-execution
-hole. So every manifest and pointer carries ``hmac`` = HMAC-SHA256(key, canonical JSON
-of all its other fields) - canonical = ``json.dumps(sort_keys=True, separators=(",",
-":"))`` - and a manifest's fields include the payload's sha256 and size. ``load``
+hole. So every manifest and pointer carries ``key_id`` and ``signature`` = the Ed25519
+signature (:mod:`models.signing`), by the writer's private key, of the canonical JSON of
+all its other fields - canonical = ``json.dumps(sort_keys=True, separators=(",", ":"))``
+- and a manifest's fields include the payload's sha256 and size. Writers (the feature
+flow, ``tickcast train``) hold a private key; readers (the API) hold only a keyring of
+public keys, so a reader cannot sign, and several public keys can be trusted at once
+(rotation: the new key signs, readers trust old and new until no document of the old
+one is still in use). ``load``
 
-1. verifies the manifest's HMAC (and that it names the requested model and version),
-2. reads the payload and checks its size and sha256 against the manifest,
+1. reads at most ``MAX_DOCUMENT_BYTES`` of the manifest; checks it is a JSON object
+   whose ``signature`` has the shape of an Ed25519 signature (128 hex digits) and whose
+   ``key_id`` is in the keyring, then verifies the signature (and that it names the
+   requested model and version, with a sha256 and a size <= ``max_payload_bytes``),
+2. reads at most ``size + 1`` bytes of the payload and checks its size and sha256,
 3. and only then unpickles.
 
-Anything unsigned, edited, signed with another key, or with a payload that does not
-match raises :class:`SnapshotRejected` with the precise reason, and nothing of it is
-unpickled. Each document has a ``format`` field, so a manifest cannot pass for a pointer
-and vice versa; pointers name their alias, so one alias file copied over another is
-refused too. The key is a shared secret from ``TICKCAST_REGISTRY_KEY`` (every process
-that reads or writes the registry needs the same one; a value of >= 32 hex digits is
-decoded as hex, any other string is used as its UTF-8 bytes). For a ``file://`` store
-without the variable, a random 256-bit key is created once in ``<data dir>/registry.key``
-(mode 0600) and reused. What signing does not stop: someone holding the key, and
-replaying an older, genuinely signed pointer (a rollback to a model that was once
-valid).
+Anything unsigned, edited, signed by a key not in the keyring, oversized, of the wrong
+shape, or with a payload that does not match raises :class:`SnapshotRejected` (with
+``kind`` naming the check) and nothing of it is unpickled; every rejection is counted
+in ``ModelRegistry.rejected`` (and passed to ``on_reject``, which the API turns into a
+Prometheus counter) and logged (once a minute per document). Each document has a
+``format`` field, so a manifest cannot pass for a pointer and vice versa; pointers name
+their alias, so one alias file copied over another is refused too.
+
+Documents signed with the shared HMAC key of earlier versions (an ``hmac`` field) are
+refused like unsigned ones (kind ``legacy_hmac``): every reader held that key, so any
+of them could have forged one. ``python -m models.registry resign`` re-signs the ones
+that still verify under the old key (run once by an operator holding both keys).
+What signing does not stop: someone holding a private key, and replaying an older,
+genuinely signed pointer (a rollback to a model that was once valid).
+
+Keys (:func:`registry_from_settings`): writers read ``TICKCAST_REGISTRY_SIGNING_KEY``,
+everyone reads ``TICKCAST_REGISTRY_PUBLIC_KEYS`` (a writer always trusts its own public
+key). A ``file://`` store with neither set uses ``<data dir>/registry-keys/``: the
+first writer creates ``signing.key`` (0600) and appends its public key to
+``public.keys``, which readers re-read when they meet an unknown key id - the laptop
+case needs no configuration. Any other store needs the variables set.
 
 Failures
 --------
@@ -88,10 +106,10 @@ child).
 from __future__ import annotations
 
 import abc
+import collections
 import contextlib
 import functools
 import hashlib
-import hmac
 import importlib.metadata
 import json
 import logging
@@ -107,13 +125,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from models.signing import KEY_ID_RE as _KEY_ID_RE
+from models.signing import SIGNATURE_RE as _SIGNATURE_RE
+from models.signing import KeyError_, Keyring, PublicKey, SigningKey, parse_public_keys
 from tickcast.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-KEY_ENV = "TICKCAST_REGISTRY_KEY"
-EXAMPLE_KEY = "change-me-to-a-long-random-secret"  # deploy/.env.example's placeholder: refused
-KEY_FILE = "registry.key"
+LEGACY_KEY_ENV = "TICKCAST_REGISTRY_KEY"  # the shared HMAC key of earlier versions: no longer used
+SIGNING_KEY_ENV = "TICKCAST_REGISTRY_SIGNING_KEY"
+PUBLIC_KEYS_ENV = "TICKCAST_REGISTRY_PUBLIC_KEYS"
+KEY_DIR = "registry-keys"  # under the data dir, for file:// stores without configured keys
+SIGNING_KEY_FILE = "signing.key"
+PUBLIC_KEYS_FILE = "public.keys"
+MAX_DOCUMENT_BYTES = 1 << 20  # manifests and pointers are a few kB
+DEFAULT_MAX_PAYLOAD_BYTES = 256 << 20
 MANIFEST_FORMAT = "tickcast.registry.manifest/1"
 LATEST_FORMAT = "tickcast.registry.latest/1"
 ALIAS_FORMAT = "tickcast.registry.alias/1"
@@ -121,9 +147,8 @@ PICKLE_PROTOCOL = 5
 DEFAULT_TIMEOUT_S = 3.0
 
 # names, aliases and versions are single path components: no "/", no "..", no hidden files
-_COMPONENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_HEX_KEY_RE = re.compile(r"^(?:[0-9a-fA-F]{2}){16,}$")
+_COMPONENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # always fullmatch ("$" allows a "\n")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _TMP_MARK = ".tmp-"
 _LIBRARIES = {"river": "river", "sklearn": "scikit-learn", "xgboost": "xgboost", "numpy": "numpy"}
 
@@ -135,7 +160,12 @@ class RegistryError(Exception):
 
 
 class SnapshotRejected(RegistryError):
-    """Tampered, unsigned, foreign (another key) or checksum mismatch: refused, never unpickled."""
+    """Tampered, unsigned, foreign (a key not in the keyring), oversized or checksum
+    mismatch: refused, never unpickled. ``kind`` names the failed check."""
+
+    def __init__(self, message: str, kind: str = "rejected") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class NotFound(RegistryError):
@@ -147,7 +177,7 @@ class RegistryUnavailable(RegistryError):
 
 
 class RegistryKeyMissing(RegistryError, ConfigError):
-    """``TICKCAST_REGISTRY_KEY`` is needed and not set (also a ConfigError: one line for the user)."""
+    """A signing key or the public keys are needed and not set (also a ConfigError: one line)."""
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -184,19 +214,8 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def parse_key(text: str) -> bytes:
-    """``TICKCAST_REGISTRY_KEY`` -> key bytes: >= 32 hex digits are decoded, anything else is UTF-8."""
-    s = text.strip()
-    if not s:
-        raise RegistryError(f"{KEY_ENV} is empty")
-    if s == EXAMPLE_KEY:
-        raise RegistryKeyMissing(f"{KEY_ENV} is still the placeholder of deploy/.env.example: anyone could sign "
-                                 "a model pickle with it; set a long random secret (e.g. `openssl rand -hex 32`)")
-    return bytes.fromhex(s) if _HEX_KEY_RE.match(s) else s.encode()
-
-
 def _check_component(kind: str, value: Any) -> str:
-    if not isinstance(value, str) or not _COMPONENT_RE.match(value) or _TMP_MARK in value:
+    if not isinstance(value, str) or not _COMPONENT_RE.fullmatch(value) or _TMP_MARK in value:
         raise RegistryError(f"invalid {kind} {value!r}: expected letters, digits, '.', '_' or '-' "
                             "(not starting with '.' or '-', at most 200 characters)")
     return value
@@ -210,9 +229,9 @@ class _Backend(abc.ABC):
     root: str  # fsspec path of the store's root
 
     @abc.abstractmethod
-    def get(self, key: str) -> bytes: ...
+    def get(self, key: str, max_bytes: int) -> bytes: ...  # at most max_bytes (more = truncated)
     @abc.abstractmethod
-    def get_many(self, keys: list[str]) -> dict[str, bytes | RegistryError]: ...
+    def get_many(self, keys: list[str], max_bytes: int) -> dict[str, bytes | RegistryError]: ...
     @abc.abstractmethod
     def put(self, key: str, data: bytes) -> None: ...
     @abc.abstractmethod
@@ -243,17 +262,17 @@ class _FileBackend(_Backend):
         except OSError as e:
             raise RegistryUnavailable(f"model store {self.url}: {what}: {e}") from e
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_bytes: int) -> bytes:
         def read() -> bytes:
             with open(self._path(key), "rb") as f:
-                return f.read()
+                return f.read(max_bytes)
         return self._guard(key, read)
 
-    def get_many(self, keys: list[str]) -> dict[str, bytes | RegistryError]:
+    def get_many(self, keys: list[str], max_bytes: int) -> dict[str, bytes | RegistryError]:
         out: dict[str, bytes | RegistryError] = {}
         for k in keys:
             try:
-                out[k] = self.get(k)
+                out[k] = self.get(k, max_bytes)
             except RegistryError as e:
                 out[k] = e
         return out
@@ -316,6 +335,11 @@ class _FileBackend(_Backend):
                     with contextlib.suppress(OSError):
                         if time.time() - e.stat().st_mtime > older_than_s:
                             os.unlink(e.path)
+
+
+def _empty_range(e: BaseException) -> bool:
+    """S3 answers a ranged GET of an empty object with 416."""
+    return "range is not satisfiable" in str(e).lower() or "InvalidRange" in str(e)
 
 
 class _S3Backend(_Backend):
@@ -403,21 +427,32 @@ class _S3Backend(_Backend):
                 raise err from e
         raise AssertionError("unreachable")
 
-    def get(self, key: str) -> bytes:
-        return bytes(self._guard(key, lambda: self.fs.cat_file(self._key(key), max_concurrency=1,
-                                                                         timeout=self._deadline(50_000_000))))
+    def get(self, key: str, max_bytes: int) -> bytes:
+        # a ranged GET: a planted multi-GB object costs at most max_bytes
+        def fetch() -> bytes:
+            try:
+                return bytes(self.fs.cat_file(self._key(key), start=0, end=max_bytes, max_concurrency=1,
+                                              timeout=self._deadline(max_bytes)))
+            except OSError as e:
+                if _empty_range(e):
+                    return b""
+                raise
+        return self._guard(key, fetch)
 
-    def get_many(self, keys: list[str]) -> dict[str, bytes | RegistryError]:
+    def get_many(self, keys: list[str], max_bytes: int) -> dict[str, bytes | RegistryError]:
         if not keys:
             return {}
         full = {self._key(k): k for k in keys}
         got = self._guard("listing", lambda: self.fs.cat(list(full), on_error="return", max_concurrency=1,
+                                                         start=0, end=max_bytes,
                                                          timeout=self._deadline() + len(keys) * 0.1))
         out: dict[str, bytes | RegistryError] = {}
         for path, key in full.items():
             v = got.get(path, got.get(path.lstrip("/")))
             if isinstance(v, bytes | bytearray):
                 out[key] = bytes(v)
+            elif isinstance(v, OSError) and _empty_range(v):
+                out[key] = b""
             else:
                 out[key] = self._translate(v if isinstance(v, BaseException) else FileNotFoundError(path), key)
         return out
@@ -463,11 +498,24 @@ class ModelRegistry:
     Construct with :func:`open_registry` or :func:`registry_from_settings`.
     """
 
-    def __init__(self, url: str, key: bytes, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-        if not isinstance(key, bytes | bytearray) or not key:
-            raise RegistryError("the model registry needs a non-empty signing key (bytes)")
+    def __init__(self, url: str, keyring: Keyring | None = None, *, signer: SigningKey | None = None,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, timeout: float = DEFAULT_TIMEOUT_S,
+                 on_reject: Callable[[str], None] | None = None) -> None:
+        if keyring is not None and not isinstance(keyring, Keyring):
+            raise TypeError(f"keyring must be a models.signing.Keyring, got {type(keyring).__name__}")
+        if signer is not None and not isinstance(signer, SigningKey):
+            raise TypeError(f"signer must be a models.signing.SigningKey, got {type(signer).__name__}")
         self.url = url.rstrip("/")
-        self._key = bytes(key)
+        self.keyring = keyring if keyring is not None else Keyring()
+        self.signer = signer
+        if signer is not None and self.keyring.get(signer.key_id) is None:
+            self.keyring.add(signer.public)  # a writer reads back what it wrote
+        if max_payload_bytes < 1:
+            raise ValueError("max_payload_bytes must be >= 1")
+        self.max_payload_bytes = int(max_payload_bytes)
+        self.rejected: collections.Counter[str] = collections.Counter()  # by kind; see on_reject
+        self.on_reject = on_reject
+        self._logged: dict[tuple[str, str], float] = {}
         self._write_lock = threading.Lock()
         self._backend: _Backend
         if url.startswith("file://"):
@@ -494,26 +542,66 @@ class ModelRegistry:
         return "/".join((self._backend.root, *parts))
 
     # -- signing ----------------------------------------------------------------------
-    def _mac(self, body: dict[str, Any]) -> str:
-        return hmac.new(self._key, _canonical(body), hashlib.sha256).hexdigest()
+    def _reject(self, what: str, kind: str, reason: str) -> SnapshotRejected:
+        """Count and log (once a minute per document and kind) a refused document."""
+        self.rejected[kind] += 1
+        if self.on_reject is not None:
+            with contextlib.suppress(Exception):
+                self.on_reject(kind)
+        now = time.monotonic()
+        if now - self._logged.get((what, kind), -1e9) >= 60.0:
+            if len(self._logged) > 10_000:
+                self._logged.clear()
+            self._logged[(what, kind)] = now
+            log.warning("registry %s: rejected %s (%s): %s", self.url, what, kind, reason)
+        return SnapshotRejected(f"{what}: {reason}", kind)
 
     def _sign(self, body: dict[str, Any]) -> bytes:
+        if self.signer is None:
+            raise RegistryKeyMissing(f"this registry handle of {self.url} is read-only (no signing key): "
+                                     f"set {SIGNING_KEY_ENV} on writers")
         body = json.loads(_canonical(body))  # normalise (tuples, numpy scalars...) before signing
-        return _canonical({**body, "hmac": self._mac(body)}) + b"\n"
+        body.pop("signature", None)
+        body["key_id"] = self.signer.key_id
+        return _canonical({**body, "signature": self.signer.sign(_canonical(body))}) + b"\n"
 
     def _verify(self, raw: bytes, fmt: str, what: str) -> dict[str, Any]:
+        """Shape first, then the signature: never raises anything but SnapshotRejected."""
+        if len(raw) >= MAX_DOCUMENT_BYTES:
+            raise self._reject(what, "too_large", f"larger than {MAX_DOCUMENT_BYTES} bytes; not a registry document")
         try:
             doc = json.loads(raw)
-        except ValueError:
-            raise SnapshotRejected(f"{what}: not a JSON document (corrupt or tampered)") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("hmac"), str):
-            raise SnapshotRejected(f"{what}: unsigned (no hmac field); refusing it")
-        body = {k: v for k, v in doc.items() if k != "hmac"}
-        if not hmac.compare_digest(doc["hmac"], self._mac(body)):
-            raise SnapshotRejected(f"{what}: HMAC signature does not match: the document was modified, "
-                                   f"or signed with another key (check {KEY_ENV})")
+        except (ValueError, RecursionError):
+            raise self._reject(what, "not_json", "not a JSON document (corrupt or tampered)") from None
+        if not isinstance(doc, dict):
+            raise self._reject(what, "not_json", "not a JSON object (corrupt or tampered)")
+        sig, kid = doc.get("signature"), doc.get("key_id")
+        if sig is None:
+            if "hmac" in doc:
+                raise self._reject(what, "legacy_hmac", "signed with the shared HMAC key of an earlier version, "
+                                   "which every reader held; re-sign it (`python -m models.registry resign`) "
+                                   "or publish it again")
+            raise self._reject(what, "unsigned", "unsigned (no signature field); refusing it")
+        if not isinstance(sig, str) or not _SIGNATURE_RE.fullmatch(sig):
+            raise self._reject(what, "bad_signature_shape", "the signature is not 128 lower-case hex digits")
+        if not isinstance(kid, str) or not _KEY_ID_RE.fullmatch(kid):
+            raise self._reject(what, "bad_key_id", "key_id is missing or malformed")
+        key = self.keyring.get(kid)
+        if key is None:
+            raise self._reject(what, "unknown_key", f"signed by {kid}, which is not in the keyring "
+                               f"({', '.join(self.keyring.ids()) or 'empty'}); check {PUBLIC_KEYS_ENV}")
+        body = {k: v for k, v in doc.items() if k != "signature"}
+        try:
+            data = _canonical(body)
+        except (ValueError, TypeError, RecursionError):
+            raise self._reject(what, "not_json", "cannot be canonicalised") from None
+        if not key.verify(sig, data):
+            raise self._reject(what, "bad_signature", f"signature by {kid} does not match: the document was "
+                               "modified, or signed with another key")
+        body.pop("key_id", None)
         if body.get("format") != fmt:
-            raise SnapshotRejected(f"{what}: is a {body.get('format')!r} document, expected {fmt!r}")
+            raise self._reject(what, "wrong_format", f"is a {str(body.get('format'))[:60]!r} document, "
+                               f"expected {fmt!r}")
         return body
 
     # -- publishing -------------------------------------------------------------------
@@ -527,6 +615,13 @@ class ModelRegistry:
         if not isinstance(meta, dict):
             raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
         version = new_version()
+        if self.signer is None:
+            raise RegistryKeyMissing(f"this registry handle of {self.url} is read-only (no signing key): "
+                                     f"set {SIGNING_KEY_ENV} on writers")
+        if len(payload) > self.max_payload_bytes:
+            raise RegistryError(f"{name}: the pickled model is {len(payload)} bytes, above the limit of "
+                                f"{self.max_payload_bytes} (TICKCAST_REGISTRY_MAX_PAYLOAD_MB): readers would "
+                                "refuse it")
         self._backend.put(f"models/{name}/{version}.pkl", bytes(payload))
         manifest = {
             "format": MANIFEST_FORMAT, "name": name, "version": version,
@@ -552,26 +647,32 @@ class ModelRegistry:
 
     # -- reading ----------------------------------------------------------------------
     def manifest(self, name: str, version: str) -> dict[str, Any]:
-        """The verified manifest of ``name@version`` (without its hmac)."""
+        """The verified manifest of ``name@version`` (without its signature)."""
         _check_component("model name", name)
         _check_component("version", version)
-        raw = self._backend.get(f"models/{name}/{version}.json")
+        raw = self._backend.get(f"models/{name}/{version}.json", MAX_DOCUMENT_BYTES)
         return self._check_manifest(raw, name, version)
 
     def _check_manifest(self, raw: bytes, name: str, version: str) -> dict[str, Any]:
         what = f"manifest of {name}@{version}"
         m = self._verify(raw, MANIFEST_FORMAT, what)
         if m.get("name") != name or m.get("version") != version:
-            raise SnapshotRejected(f"{what}: it is signed for {m.get('name')}@{m.get('version')} "
-                                   "(copied from elsewhere)")
-        if not (isinstance(m.get("sha256"), str) and _SHA256_RE.match(m["sha256"])
-                and isinstance(m.get("size"), int) and m["size"] >= 0):
-            raise SnapshotRejected(f"{what}: no valid sha256/size")
+            raise self._reject(what, "misplaced", f"it is signed for {str(m.get('name'))[:200]}@"
+                               f"{str(m.get('version'))[:60]} (copied from elsewhere)")
+        size = m.get("size")
+        if not (isinstance(m.get("sha256"), str) and _SHA256_RE.fullmatch(m["sha256"])
+                and isinstance(size, int) and not isinstance(size, bool) and size >= 0):
+            raise self._reject(what, "bad_manifest", "no valid sha256/size")
+        if size > self.max_payload_bytes:
+            raise self._reject(what, "too_large", f"its payload is {size} bytes, above the limit of "
+                               f"{self.max_payload_bytes} (TICKCAST_REGISTRY_MAX_PAYLOAD_MB)")
+        if not isinstance(m.get("meta", {}), dict):
+            raise self._reject(what, "bad_manifest", "meta is not an object")
         return m
 
     def _read_latest(self, name: str, *, missing_ok: bool, strict: bool = True) -> str | None:
         try:
-            raw = self._backend.get(f"models/{name}/latest")
+            raw = self._backend.get(f"models/{name}/latest", MAX_DOCUMENT_BYTES)
         except NotFound:
             if missing_ok:
                 return None
@@ -579,7 +680,8 @@ class ModelRegistry:
         try:
             doc = self._verify(raw, LATEST_FORMAT, f"latest pointer of {name}")
             if doc.get("name") != name:
-                raise SnapshotRejected(f"latest pointer of {name}: it is signed for {doc.get('name')!r}")
+                raise self._reject(f"latest pointer of {name}", "misplaced",
+                                   f"it is signed for {str(doc.get('name'))[:200]!r}")
             return _check_component("version", doc.get("version"))
         except RegistryError:
             if strict:
@@ -634,17 +736,19 @@ class ModelRegistry:
 
     def _load_version(self, name: str, version: str) -> tuple[Any, dict[str, Any]]:
         m = self.manifest(name, version)
-        payload = self._backend.get(f"models/{name}/{version}.pkl")
+        # at most size + 1 bytes: a payload grown after signing is detected without reading it all
+        payload = self._backend.get(f"models/{name}/{version}.pkl", m["size"] + 1)
         what = f"payload of {name}@{version}"
         if len(payload) != m["size"]:
-            raise SnapshotRejected(f"{what}: {len(payload)} bytes, the signed manifest says {m['size']} "
-                                   "(truncated or modified); not unpickled")
+            shown = f"more than {m['size']}" if len(payload) > m["size"] else str(len(payload))
+            raise self._reject(what, "size_mismatch", f"{shown} bytes, the signed manifest says {m['size']} "
+                               "(truncated or modified); not unpickled")
         digest = hashlib.sha256(payload).hexdigest()
-        if not hmac.compare_digest(digest, m["sha256"]):
-            raise SnapshotRejected(f"{what}: sha256 {digest[:16]}... does not match the signed manifest's "
-                                   f"{m['sha256'][:16]}... (modified or corrupt); not unpickled")
+        if digest != m["sha256"]:
+            raise self._reject(what, "checksum", f"sha256 {digest[:16]}... does not match the signed manifest's "
+                               f"{m['sha256'][:16]}... (modified or corrupt); not unpickled")
         try:
-            obj = pickle.loads(payload)  # noqa: S301 - authenticated (HMAC) and checksummed above
+            obj = pickle.loads(payload)  # noqa: S301 - signed (Ed25519) and checksummed above
         except Exception as e:
             raise RegistryError(f"{name}@{version} is authentic but cannot be unpickled here "
                                 f"({type(e).__name__}: {e}); it was written with {m.get('libraries')}, "
@@ -655,7 +759,7 @@ class ModelRegistry:
         """``{alias, name, version, reason, set_at}``, verified; ``None`` if the alias is not set."""
         _check_component("alias", alias)
         try:
-            raw = self._backend.get(f"aliases/{alias}.json")
+            raw = self._backend.get(f"aliases/{alias}.json", MAX_DOCUMENT_BYTES)
         except NotFound:
             return None
         return self._check_alias(raw, alias)
@@ -663,10 +767,13 @@ class ModelRegistry:
     def _check_alias(self, raw: bytes, alias: str) -> dict[str, Any]:
         a = self._verify(raw, ALIAS_FORMAT, f"alias {alias}")
         if a.get("alias") != alias:
-            raise SnapshotRejected(f"alias {alias}: the pointer is signed for alias {a.get('alias')!r} "
-                                   "(copied from another alias)")
-        _check_component("model name", a.get("name"))
-        _check_component("version", a.get("version"))
+            raise self._reject(f"alias {alias}", "misplaced", f"the pointer is signed for alias "
+                               f"{str(a.get('alias'))[:200]!r} (copied from another alias)")
+        try:
+            _check_component("model name", a.get("name"))
+            _check_component("version", a.get("version"))
+        except RegistryError as e:
+            raise self._reject(f"alias {alias}", "bad_pointer", str(e)) from None
         return {k: a.get(k) for k in ("alias", "name", "version", "reason", "set_at")}
 
     def current_alias_etag(self, alias: str) -> str | None:
@@ -679,35 +786,38 @@ class ModelRegistry:
     def list_aliases(self) -> list[dict[str, Any]]:
         """Every verified alias (unverifiable ones are logged and left out)."""
         files, _ = self._backend.list("aliases")
-        names = sorted(f[:-5] for f in files if f.endswith(".json") and _COMPONENT_RE.match(f[:-5]))
+        names = sorted(f[:-5] for f in files if f.endswith(".json") and _COMPONENT_RE.fullmatch(f[:-5]))
         out = []
-        for alias, raw in self._backend.get_many([f"aliases/{a}.json" for a in names]).items():
+        for alias, raw in self._backend.get_many([f"aliases/{a}.json" for a in names], MAX_DOCUMENT_BYTES).items():
             a_name = alias[len("aliases/"):-5]
             if isinstance(raw, NotFound):
                 continue
             if isinstance(raw, RegistryError):
                 raise raw
-            try:
+            with contextlib.suppress(SnapshotRejected):  # counted and logged by _reject
                 out.append(self._check_alias(raw, a_name))
-            except RegistryError as e:
-                log.warning("registry %s: ignoring alias %s: %s", self.url, a_name, e)
         return sorted(out, key=lambda a: a["alias"])
+
+    def ping(self) -> None:
+        """One cheap call (a listing of the aliases): raises :class:`RegistryUnavailable`
+        when the store does not answer; verifies nothing."""
+        self._backend.list("aliases")
 
     def list_models(self) -> list[str]:
         _, dirs = self._backend.list("models")
-        return sorted(d for d in dirs if _COMPONENT_RE.match(d))
+        return sorted(d for d in dirs if _COMPONENT_RE.fullmatch(d))
 
     def _versions(self, name: str) -> list[str]:
         """Published versions of ``name`` (those with a manifest), newest first."""
         files, _ = self._backend.list(f"models/{name}")
         vs = (f[:-5] for f in files if f.endswith(".json"))
-        return sorted((v for v in vs if _COMPONENT_RE.match(v) and _TMP_MARK not in v), reverse=True)
+        return sorted((v for v in vs if _COMPONENT_RE.fullmatch(v) and _TMP_MARK not in v), reverse=True)
 
     def list_versions(self, name: str) -> list[dict[str, Any]]:
         """Verified manifests of ``name``, newest first (ones failing verification are logged, skipped)."""
         _check_component("model name", name)
         versions = self._versions(name)
-        got = self._backend.get_many([f"models/{name}/{v}.json" for v in versions])
+        got = self._backend.get_many([f"models/{name}/{v}.json" for v in versions], MAX_DOCUMENT_BYTES)
         out = []
         for v in versions:
             raw = got[f"models/{name}/{v}.json"]
@@ -715,10 +825,8 @@ class ModelRegistry:
                 continue  # pruned meanwhile
             if isinstance(raw, RegistryError):
                 raise raw
-            try:
+            with contextlib.suppress(SnapshotRejected):  # counted and logged by _reject
                 out.append(self._check_manifest(raw, name, v))
-            except SnapshotRejected as e:
-                log.warning("registry %s: ignoring %s", self.url, e)
         return out
 
     # -- retention --------------------------------------------------------------------
@@ -726,12 +834,13 @@ class ModelRegistry:
         """(name, version) of every alias - read without trusting signatures: keeping more is safe."""
         files, _ = self._backend.list("aliases")
         pins = set()
-        for raw in self._backend.get_many([f"aliases/{f}" for f in files if f.endswith(".json")]).values():
+        keys = [f"aliases/{f}" for f in files if f.endswith(".json")]
+        for raw in self._backend.get_many(keys, MAX_DOCUMENT_BYTES).values():
             if isinstance(raw, NotFound):
                 continue
             if isinstance(raw, RegistryError):
                 raise raw
-            with contextlib.suppress(ValueError, AttributeError):
+            with contextlib.suppress(ValueError, AttributeError, RecursionError):
                 doc = json.loads(raw)
                 pins.add((str(doc.get("name")), str(doc.get("version"))))
         return pins
@@ -770,59 +879,219 @@ class ModelRegistry:
 
 
 # -- construction ---------------------------------------------------------------------
-def open_registry(url: str, key: bytes, *, timeout: float = DEFAULT_TIMEOUT_S) -> ModelRegistry:
+def open_registry(url: str, *, signer: SigningKey | None = None, public_keys: list[PublicKey] | None = None,
+                  timeout: float = DEFAULT_TIMEOUT_S,
+                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> ModelRegistry:
     """A registry on ``file:///abs/path`` or ``s3://bucket/prefix`` (S3 settings from the
     ``AWS_ENDPOINT_URL`` / ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_REGION``
-    environment variables), signing with ``key``."""
-    return ModelRegistry(url, key, timeout=timeout)
+    environment variables), trusting ``public_keys`` (plus the signer's own), signing with
+    ``signer`` (None: a read-only handle)."""
+    return ModelRegistry(url, Keyring(public_keys or ()), signer=signer, timeout=timeout,
+                         max_payload_bytes=max_payload_bytes)
 
 
-def _local_key(data_dir: Path) -> bytes:
-    """The key in ``<data_dir>/registry.key``, created once (0600, published atomically)."""
-    path = data_dir.resolve() / KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{KEY_FILE}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)  # atomic, and never replaces a key another process made
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        log.warning("%s is readable by others (mode %o); it signs the model registry", path, mode)
+def _create_once(path: Path, text: str) -> None:
+    """Create ``path`` (0600) with ``text`` unless it exists; atomic (never replaces)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        return parse_key(path.read_text())
-    except RegistryError:
-        raise RegistryError(f"{path} is empty; delete it to create a new key "
-                            "(snapshots signed with the old key will be refused)") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)  # atomic, and never replaces a key another process made
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
-def registry_from_settings(settings: Any, *, timeout: float = DEFAULT_TIMEOUT_S) -> ModelRegistry:
-    """The registry at ``settings.model_store_url`` with the key from ``TICKCAST_REGISTRY_KEY``;
-    without it, a ``file://`` store uses (and creates once) ``<data_dir>/registry.key`` and any
-    other store raises :class:`RegistryKeyMissing`."""
+class _LocalKeys:
+    """``<data dir>/registry-keys/``: the laptop's zero-configuration key pair."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = data_dir.resolve() / KEY_DIR
+        self.signing = self.dir / SIGNING_KEY_FILE
+        self.public = self.dir / PUBLIC_KEYS_FILE
+        self._lock = threading.Lock()
+        self._mtime = -1
+
+    def signer(self) -> SigningKey:
+        if not self.signing.exists():
+            _create_once(self.signing, SigningKey.generate().to_text() + "\n")
+        mode = self.signing.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning("%s is readable by others (mode %o); it signs the model registry", self.signing, mode)
+        try:
+            key = SigningKey.parse(self.signing.read_text())
+        except KeyError_ as e:
+            raise RegistryKeyMissing(f"{self.signing}: {e}; delete it to create a new key pair "
+                                     "(snapshots signed with the old key will then be refused)") from None
+        if key.public not in self.read():
+            with self._lock, open(self.public, "a") as f:  # O_APPEND: one short line, atomic
+                f.write(f"{key.public.to_text()}  # {key.key_id}\n")
+        return key
+
+    def read(self) -> list[PublicKey]:
+        try:
+            text = self.public.read_text()
+        except FileNotFoundError:
+            return []
+        try:
+            return parse_public_keys(text, str(self.public))
+        except KeyError_ as e:
+            raise RegistryKeyMissing(str(e)) from None
+
+    def refresh(self) -> list[PublicKey]:
+        """New keys since the last look (cheap: one stat unless the file changed)."""
+        try:
+            mtime = self.public.stat().st_mtime_ns
+        except FileNotFoundError:
+            return []
+        if mtime == self._mtime:
+            return []
+        self._mtime = mtime
+        return self.read()
+
+
+def _env_keys(env: Any) -> tuple[SigningKey | None, list[PublicKey]]:
+    def value(name: str) -> str:
+        v = (env.get(name) or "").strip()
+        if v.startswith("/"):  # a file (e.g. a mounted Kubernetes Secret)
+            try:
+                return Path(v).read_text().strip()
+            except OSError as e:
+                raise RegistryKeyMissing(f"{name}={v}: cannot read it ({e.strerror})") from None
+        return v
+
+    signer = None
+    raw = value(SIGNING_KEY_ENV)
+    if raw:
+        try:
+            signer = SigningKey.parse(raw)
+        except KeyError_ as e:
+            raise type(e)(f"{SIGNING_KEY_ENV}: {e}") from None
+    raw = value(PUBLIC_KEYS_ENV)
+    try:
+        public = parse_public_keys(raw, PUBLIC_KEYS_ENV) if raw else []
+    except KeyError_:
+        raise
+    return signer, public
+
+
+_warned_legacy = False
+
+
+def registry_from_settings(settings: Any, *, writer: bool = False, timeout: float = DEFAULT_TIMEOUT_S,
+                           env: Any = None) -> ModelRegistry:
+    """The registry at ``settings.model_store_url``.
+
+    Readers (``writer=False``, e.g. the API) get public keys only: from
+    ``TICKCAST_REGISTRY_PUBLIC_KEYS``, else, for a ``file://`` store, from
+    ``<data_dir>/registry-keys/public.keys`` (re-read when an unknown key id shows up).
+    Writers (the flows, ``tickcast train``) also get a signing key: from
+    ``TICKCAST_REGISTRY_SIGNING_KEY``, else, for a ``file://`` store, the key pair under
+    ``<data_dir>/registry-keys/`` (created once). A shared store (s3://) without the
+    variables raises :class:`RegistryKeyMissing`; a malformed or weak key raises a
+    ConfigError - both one line."""
+    global _warned_legacy
+    env = os.environ if env is None else env
     url = settings.model_store_url
-    raw = os.environ.get(KEY_ENV, "")
-    if raw.strip():
-        key = parse_key(raw)
-    elif url.startswith("file://"):
-        key = _local_key(Path(settings.data_dir))
-    else:
-        raise RegistryKeyMissing(
-            f"{KEY_ENV} is not set: the model store {url} is shared, so every process that reads or "
-            f"writes it needs the same signing key (e.g. {KEY_ENV}=$(openssl rand -hex 32))")
-    return ModelRegistry(url, key, timeout=timeout)
+    if (env.get(LEGACY_KEY_ENV) or "").strip() and not _warned_legacy:
+        _warned_legacy = True
+        log.warning("%s (the shared HMAC key) is no longer used: writers sign with %s, readers trust %s",
+                    LEGACY_KEY_ENV, SIGNING_KEY_ENV, PUBLIC_KEYS_ENV)
+    signer, public = _env_keys(env)
+    local = _LocalKeys(Path(settings.data_dir)) if url.startswith("file://") else None
+    max_payload = int(getattr(settings, "registry_max_payload_mb", DEFAULT_MAX_PAYLOAD_BYTES >> 20) * (1 << 20))
+    refresh: Callable[[], list[PublicKey]] | None = None
+    if writer and signer is None:
+        if local is None:
+            raise RegistryKeyMissing(
+                f"{SIGNING_KEY_ENV} is not set: writers of the shared model store {url} sign what they publish "
+                "(create a key pair with `python -m models.signing`; readers get the public key)")
+        signer = local.signer()
+    if not public:
+        if local is not None:
+            public = local.read()
+            refresh = local.refresh
+        elif signer is None:
+            raise RegistryKeyMissing(
+                f"{PUBLIC_KEYS_ENV} is not set: readers of the shared model store {url} need the writers' "
+                "public keys (see `python -m models.signing`)")
+    if signer is not None and not writer:
+        # a reader (the API) needs no private key: trust its public half, but say so
+        log.warning("%s is set in a process that only reads the registry; readers need only %s "
+                    "(remove the private key from this process's environment)", SIGNING_KEY_ENV, PUBLIC_KEYS_ENV)
+        public = [*public, signer.public]
+    keyring = Keyring(public, refresh=refresh)
+    return ModelRegistry(url, keyring, signer=signer if writer else None, timeout=timeout,
+                         max_payload_bytes=max_payload)
+
+
+def resign_legacy(registry: ModelRegistry, hmac_key: bytes) -> dict[str, int]:
+    """Re-sign, with ``registry``'s signing key, every manifest and pointer that carries a
+    valid HMAC under ``hmac_key`` (the old shared key); others are left alone. Returns
+    ``{"resigned": n, "skipped": m}``. For operators migrating a registry once."""
+    import hmac as _hmac
+
+    if registry.signer is None:
+        raise RegistryKeyMissing(f"resigning needs a signing key ({SIGNING_KEY_ENV})")
+    be = registry._backend
+    keys: list[str] = []
+    files, _ = be.list("aliases")
+    keys += [f"aliases/{f}" for f in files if f.endswith(".json")]
+    for name in registry.list_models():
+        files, _ = be.list(f"models/{name}")
+        keys += [f"models/{name}/{f}" for f in files if f.endswith(".json") or f == "latest"]
+    done = skipped = 0
+    for key, raw in be.get_many(keys, MAX_DOCUMENT_BYTES).items():
+        try:
+            if isinstance(raw, RegistryError):
+                raise ValueError
+            doc = json.loads(raw)
+            mac = doc.pop("hmac")
+            want = _hmac.new(hmac_key, _canonical(doc), hashlib.sha256).hexdigest()
+            if not (isinstance(mac, str) and _hmac.compare_digest(mac.encode(), want.encode())):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            skipped += 1
+            continue
+        be.put(key, registry._sign(doc))
+        done += 1
+    return {"resigned": done, "skipped": skipped}
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from tickcast.config import Settings
+
+    ap = argparse.ArgumentParser(prog="python -m models.registry",
+                                 description="Registry maintenance (configured by TICKCAST_* variables).")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rs = sub.add_parser("resign", help="re-sign documents of the old shared HMAC key with this writer's key")
+    rs.add_argument("--hmac-key-file", required=True,
+                    help="file holding the old TICKCAST_REGISTRY_KEY (hex of >= 32 digits is decoded, as before)")
+    args = ap.parse_args(argv)
+    try:
+        reg = registry_from_settings(Settings.from_env(), writer=True)
+        text = Path(args.hmac_key_file).read_text().strip()
+        old = bytes.fromhex(text) if re.fullmatch(r"(?:[0-9a-fA-F]{2}){16,}", text) else text.encode()
+        print(json.dumps(resign_legacy(reg, old)))
+    except (ConfigError, RegistryError, OSError) as e:
+        print(f"tickcast registry: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 __all__ = [
-    "ModelRegistry", "NotFound", "RegistryError", "RegistryKeyMissing", "RegistryUnavailable",
-    "SnapshotRejected", "library_versions", "new_version", "open_registry", "parse_key",
-    "registry_from_settings",
+    "MAX_DOCUMENT_BYTES", "ModelRegistry", "NotFound", "RegistryError", "RegistryKeyMissing",
+    "RegistryUnavailable", "SnapshotRejected", "library_versions", "new_version", "open_registry",
+    "registry_from_settings", "resign_legacy",
 ]
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

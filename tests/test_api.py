@@ -15,13 +15,14 @@ from sklearn.linear_model import Ridge
 from api import create_app
 from models.predictor import Predictor
 from models.registry import ModelRegistry
+from models.signing import SigningKey
 from tickcast.config import Settings
 from tickcast.features import FEATURE_NAMES
 from tickcast.model_inputs import model_inputs
 from tickcast.schema import FeatureRow
 from tickcast.stores.online import OnlineStore
 
-KEY = "api-test-key"
+SIGNER = SigningKey.generate()  # the trainer's key; the API gets only its public half
 INPUTS = list(model_inputs(100.0, {n: 1.0 for n in FEATURE_NAMES}) or {})
 
 
@@ -45,7 +46,7 @@ def feature_row(symbol: str = "BTC/USD", age_s: float = 1.0, close: float = 6000
 @pytest.fixture(params=["file", "s3"])
 def env(request: pytest.FixtureRequest, tmp_path: Path, redis_db_url: str,
         monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.setenv("TICKCAST_REGISTRY_KEY", KEY)
+    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
     if request.param == "file":
         store = f"file://{tmp_path / 'models'}"
     else:
@@ -53,10 +54,10 @@ def env(request: pytest.FixtureRequest, tmp_path: Path, redis_db_url: str,
             monkeypatch.setenv(k, v)
         bucket = "api-" + uuid.uuid4().hex[:8]
         store = f"s3://{bucket}/reg"
-        ModelRegistry(store, KEY.encode()).fs.mkdir(bucket)
+        ModelRegistry(store).fs.mkdir(bucket)
     settings = Settings.from_env({"TICKCAST_REDIS_URL": redis_db_url, "TICKCAST_DATA_DIR": str(tmp_path),
                                   "TICKCAST_MODEL_STORE": store})
-    return {"settings": settings, "registry": ModelRegistry(store, KEY.encode()),
+    return {"settings": settings, "registry": ModelRegistry(store, signer=SIGNER),
             "online": OnlineStore(redis_db_url)}
 
 
@@ -171,7 +172,7 @@ def test_online_model_prediction(env: dict[str, Any]) -> None:
 def test_stores_down_are_503_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.conftest import free_port
 
-    monkeypatch.setenv("TICKCAST_REGISTRY_KEY", KEY)
+    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
     s = Settings.from_env({"TICKCAST_REDIS_URL": f"redis://127.0.0.1:{free_port()}",
                            "TICKCAST_DATA_DIR": str(tmp_path)})
     c = create_app({"settings": s}).test_client()
@@ -186,7 +187,7 @@ def test_stores_down_are_503_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_registry_down_is_503(tmp_path: Path, redis_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.conftest import free_port
 
-    monkeypatch.setenv("TICKCAST_REGISTRY_KEY", KEY)
+    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
@@ -260,3 +261,178 @@ def test_linear_fast_path_equals_scikit_learn() -> None:
     for row in X[:20]:
         assert p.predict_return_bps(dict(zip(INPUTS, row, strict=True))) == pytest.approx(
             float(est.predict(row[None, :])[0]), rel=1e-12, abs=1e-12)
+
+
+# -- hostile input and faults ------------------------------------------------------------------
+def test_unknown_symbols_are_refused_before_any_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unconfigured symbol is a 404 without touching Redis (here: nothing listens), and
+    identifiers are matched whole ("BTC/USD\\n" is not BTC/USD)."""
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
+    s = Settings.from_env({"TICKCAST_REDIS_URL": f"redis://127.0.0.1:{free_port()}",
+                           "TICKCAST_DATA_DIR": str(tmp_path)})
+    c = create_app({"settings": s}).test_client()
+    for symbol, status, code in [("DOGE/EUR", 404, "unknown_symbol"), ("BTC/USD%0A", 400, "bad_request"),
+                                 ("BTC/USD/X", 400, "bad_request")]:
+        r = c.get("/predict?symbol=" + symbol)
+        assert (r.status_code, r.json["error"]["code"]) == (status, code), symbol
+    assert c.get("/predict?symbol=BTC/USD").json["error"]["code"] == "store_unavailable"  # the control
+    assert c.get("/dashboard/data?symbol=BTC/USD%0A").status_code == 400
+
+
+def test_planted_registry_files_never_take_health_or_predict_down(env: dict[str, Any]) -> None:
+    """A production alias with a non-hex signature, a manifest of another key, a multi-MB
+    garbage alias: /health stays 200, /predict answers 503 model_rejected (or keeps the
+    model it has), /models leaves them out, /metrics counts them by kind."""
+    reg = env["registry"]
+    env["online"].put_features([feature_row()])
+    publish(reg, predictor(1.0))
+    c = client(env)
+    assert c.get("/predict?symbol=BTC/USD").status_code == 200
+    alias_key = reg._p("aliases", "production-BTC_USD.json")
+    good = reg.fs.cat_file(alias_key)
+    import json as _json
+
+    doc = _json.loads(good)
+    planted = {
+        "bad_signature_shape": _json.dumps({**doc, "signature": "é" * 128}).encode(),
+        "unknown_key": open_signed_by_other(reg, doc),
+        "too_large": b"{" + b" " * (2 << 20) + b"}",
+    }
+    for kind, raw in planted.items():
+        reg.fs.pipe_file(alias_key, raw)
+        fresh = client(env)  # no model cached yet: 503 model_rejected
+        r = fresh.get("/predict?symbol=BTC/USD")
+        assert (r.status_code, r.json["error"]["code"]) == (503, "model_rejected"), (kind, r.json)
+        assert c.get("/predict?symbol=BTC/USD").status_code == 200  # the app that had it keeps serving it
+        h = fresh.get("/health")
+        assert h.status_code == 200 and h.json["dependencies"]["registry"]["ok"] is True, (kind, h.json)
+        assert fresh.get("/models").json["aliases"] == []
+        assert f'tickcast_registry_rejected_total{{kind="{kind}"}}' in fresh.get("/metrics").get_data(as_text=True)
+    reg.fs.pipe_file(alias_key, good)
+    assert client(env).get("/predict?symbol=BTC/USD").status_code == 200
+
+
+def open_signed_by_other(reg: ModelRegistry, doc: dict[str, Any]) -> bytes:
+    """``doc`` re-signed by a key the API does not trust."""
+    other = ModelRegistry(reg.url, signer=SigningKey.generate())
+    return other._sign({k: v for k, v in doc.items() if k not in ("signature", "key_id")})
+
+
+def test_key_rotation_keeps_production_serving(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API trusts the old and the new writer key: it serves the production model the
+    old key signed, then the one the new key promotes, without a failed request."""
+    new = SigningKey.generate()
+    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", f"{SIGNER.public.to_text()},{new.public.to_text()}")
+    env["online"].put_features([feature_row()])
+    v_old = publish(env["registry"], predictor(10.0))
+    c = client(env)
+    statuses, versions = [], []
+    for _ in range(3):
+        r = c.get("/predict?symbol=BTC/USD")
+        statuses.append(r.status_code)
+        versions.append(r.json.get("model", {}).get("version"))
+    trainer = ModelRegistry(env["registry"].url, signer=new)  # the rotated trainer
+    v_new = publish(trainer, predictor(-10.0))
+    for _ in range(3):
+        r = c.get("/predict?symbol=BTC/USD")
+        statuses.append(r.status_code)
+        versions.append(r.json.get("model", {}).get("version"))
+    assert set(statuses) == {200} and versions[0] == v_old and versions[-1] == v_new
+    # without the new key in the keyring the rotated model would be refused (the control)
+    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
+    r = client(env).get("/predict?symbol=BTC/USD")
+    assert (r.status_code, r.json["error"]["code"]) == (503, "model_rejected")
+
+
+def test_bearer_token_protects_all_but_the_public_routes(env: dict[str, Any]) -> None:
+    token = "t0k3n-" + uuid.uuid4().hex
+    env["online"].put_features([feature_row()])
+    publish(env["registry"], predictor(1.0))
+    e = {"TICKCAST_API_TOKEN": token, "TICKCAST_REGISTRY_PUBLIC_KEYS": SIGNER.public.to_text()}
+    import os
+
+    app = create_app({"settings": env["settings"], "env": {**os.environ, **e}})
+    c = app.test_client()
+    for path in ("/predict?symbol=BTC/USD", "/health", "/openapi.json", "/dashboard", "/dashboard/app.js"):
+        assert c.get(path).status_code == 200, path
+    for path in ("/models", "/metrics", "/dashboard/data?symbol=BTC/USD"):
+        r = c.get(path)
+        assert r.status_code == 401 and r.json["error"]["code"] == "unauthorized", path
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        assert c.get(path, headers={"Authorization": "Bearer wrong-" + token}).status_code == 401
+        assert c.get(path, headers={"Authorization": f"Bearer {token}"}).status_code in (200, 503), path
+    with pytest.raises(SystemExit, match="TICKCAST_API_TOKEN is 5 characters"):
+        create_app({"settings": env["settings"], "env": {**os.environ, **e, "TICKCAST_API_TOKEN": "short"}})
+
+
+def test_errors_redact_credentials_and_unexpected_ones_are_bare_500s(
+        tmp_path: Path, redis_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
+    s = Settings.from_env({"TICKCAST_REDIS_URL": f"redis://:hunter2-redis@127.0.0.1:{free_port()}/0",
+                           "TICKCAST_CLICKHOUSE_URL": f"http://api:hunter2-ch@127.0.0.1:{free_port()}/db",
+                           "TICKCAST_DATA_DIR": str(tmp_path)})
+    c = create_app({"settings": s}).test_client()
+    for path in ("/predict?symbol=BTC/USD", "/health", "/dashboard/data?symbol=BTC/USD"):
+        r = c.get(path)
+        assert r.status_code == 503 and "hunter2" not in r.get_data(as_text=True), (path, r.json)
+    # an unexpected error: a JSON 500 without details, counted
+    ok = Settings.from_env({"TICKCAST_REDIS_URL": redis_db_url, "TICKCAST_DATA_DIR": str(tmp_path)})
+    app = create_app({"settings": ok})
+    online = app.extensions["tickcast"]["online"]
+    monkeypatch.setattr(online, "get_features", lambda symbol: 1 / 0)
+    r = app.test_client().get("/predict?symbol=BTC/USD")
+    assert r.status_code == 500 and r.json == {"error": {"code": "internal_error",
+                                                         "message": "internal error; the server log has the details"}}
+    assert 'tickcast_api_unexpected_errors_total{route="/predict"} 1.0' in app.test_client().get(
+        "/metrics").get_data(as_text=True)
+
+
+def test_health_and_models_are_cached(env: dict[str, Any]) -> None:
+    """Within TICKCAST_API_CACHE_SECONDS a worker answers /health and /models from memory:
+    N requests cost one registry listing, not N."""
+    publish(env["registry"], predictor(1.0))
+    app = create_app({"settings": env["settings"].with_(api_cache_seconds=60.0)})
+    reg = app.extensions["tickcast"]["registry"]
+    calls = {"ping": 0, "list_aliases": 0}
+    for name in calls:
+        real = getattr(reg, name)
+
+        def counted(*a: Any, _real: Any = real, _name: str = name, **k: Any) -> Any:
+            calls[_name] += 1
+            return _real(*a, **k)
+        setattr(reg, name, counted)
+    c = app.test_client()
+    for _ in range(20):
+        assert c.get("/health").status_code == 200 and c.get("/models").status_code == 200
+    assert calls == {"ping": 1, "list_aliases": 1}
+
+
+def test_dashboard_queries_have_a_time_limit(tmp_path: Path, redis_db_url: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """TICKCAST_DASHBOARD_QUERY_SECONDS reaches the engine: with a limit no query can meet,
+    /dashboard/data is a 503 naming the timeout (never a stuck worker); with the default
+    the same data answers 200."""
+    from tickcast.pipeline import run_batch
+    from tickcast.sim import MarketSimulator, SimParams
+    from tickcast.stores.offline import LakeStore
+    from tickcast.stores.tables import candles_to_arrow, features_to_arrow
+
+    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
+    out = run_batch(MarketSimulator(["BTC/USD"], seed=1, params=SimParams(rate=5)).next_trades(20_000), 10, 0.0)
+    lake = LakeStore(tmp_path / "offline")
+    lake.ensure_schema()
+    lake.insert("candles", candles_to_arrow(out.candles))
+    lake.insert("features", features_to_arrow(out.features))
+    lake.close()
+    base = Settings.from_env({"TICKCAST_REDIS_URL": redis_db_url, "TICKCAST_DATA_DIR": str(tmp_path),
+                              "TICKCAST_SYMBOLS": "BTC/USD"})
+    ok = create_app({"settings": base}).test_client().get("/dashboard/data?symbol=BTC/USD&minutes=1440")
+    assert ok.status_code == 200, ok.json
+    slow = create_app({"settings": base.with_(dashboard_query_seconds=1e-6)})
+    slow.config["TICKCAST_DASHBOARD_CACHE_SECONDS"] = 0
+    r = slow.test_client().get("/dashboard/data?symbol=BTC/USD&minutes=1440")
+    assert r.status_code == 503 and "Timeout exceeded" in r.json["error"]["message"], r.json

@@ -13,13 +13,14 @@ from tickcast.config import Settings
 
 @pytest.fixture
 def api_schema(tmp_path: Path, redis_db_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("TICKCAST_REGISTRY_KEY", "k")
     from models.registry import ModelRegistry
-    from tests.test_api import feature_row, predictor, publish
+    from tests.test_api import SIGNER, feature_row, predictor, publish
+
+    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
     from tickcast.stores.online import OnlineStore
 
     store = f"file://{tmp_path / 'models'}"
-    publish(ModelRegistry(store, b"k"), predictor(1.0))
+    publish(ModelRegistry(store, signer=SIGNER), predictor(1.0))
     online = OnlineStore(redis_db_url)
     online.put_features([feature_row()])
     row = feature_row()

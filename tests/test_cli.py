@@ -86,3 +86,84 @@ def test_help_lists_commands() -> None:
     r = subprocess.run([*TICKCAST, "--help"], cwd=REPO, capture_output=True, text=True, timeout=30)
     for cmd in ("up", "sql", "sim", "train", "load-candles"):
         assert cmd in r.stdout
+
+
+def test_sql_is_read_only_unless_write(tmp_path: Path) -> None:
+    """`tickcast sql` runs with ClickHouse's readonly = 1: no writes, no schema changes, no
+    table functions (a local file cannot be read or written); --write allows them."""
+    from tickcast.schema import Candle
+    from tickcast.stores.offline import LakeStore
+    from tickcast.stores.tables import candles_to_arrow
+
+    lake = tmp_path / "offline"
+    store = LakeStore(lake)
+    store.ensure_schema()
+    store.insert("candles", candles_to_arrow([Candle("BTC/USD", 0, 10_000_000, 1.0, 2.0, 0.5, 1.5, 3.0, 1.2, 4,
+                                                     2.0, 1.0)]))
+    store.close()
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cr3t\n")
+    out = tmp_path / "written.csv"
+    env = clean_env(TICKCAST_DATA_DIR=str(tmp_path))
+
+    def sql(query: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*TICKCAST, "sql", query, "--format", "CSV", *extra], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    r = sql("SELECT symbol, trades FROM candles")
+    assert r.returncode == 0 and r.stdout.strip() == '"BTC/USD",4', r.stderr
+    refused = {
+        "read a file": f"SELECT * FROM file('{secret}', 'LineAsString')",
+        "write a file": f"INSERT INTO FUNCTION file('{out}', 'CSV', 'a String') SELECT 'x'",
+        "url": "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV', 'a String')",
+        "create": "CREATE TABLE t (a Int64) ENGINE = Memory",
+        "drop": "DROP VIEW candles",
+        "setting": "SELECT 1 SETTINGS readonly = 0",
+    }
+    for what, query in refused.items():
+        r = sql(query)
+        assert r.returncode == 1 and "read-only" in r.stderr and "--write" in r.stderr, (what, r.stderr)
+        assert "s3cr3t" not in r.stdout + r.stderr and "Traceback" not in r.stderr, what
+    assert not out.exists()
+    after = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p != secret)
+    assert after == before  # nothing created or removed by a read
+    assert sql("SELECT count() FROM candles").stdout.strip() == "1"  # the view survived
+    # with --write the same file functions work (the user asked for it)
+    r = sql(f"SELECT * FROM file('{secret}', 'LineAsString')", "--write")
+    assert r.returncode == 0 and r.stdout.strip() == '"s3cr3t"', r.stderr
+    r = sql(f"INSERT INTO FUNCTION file('{out}', 'CSV', 'a String') SELECT 'x'", "--write")
+    assert r.returncode == 0 and out.read_text().strip() == '"x"', r.stderr
+
+
+def test_server_backend_read_only_query() -> None:
+    """The ClickHouse-server backend sends readonly = 1 with the query (tested on the
+    ClickHouse engine through clickhouse-connect's chdb client, as tests/test_stores.py
+    does): writes, schema changes and table functions are refused by the engine."""
+    import uuid
+
+    import clickhouse_connect
+
+    from tickcast.stores.offline import ClickHouseStore
+
+    db = f"t_{uuid.uuid4().hex[:12]}"
+    boot = clickhouse_connect.get_client(dsn="chdb://memory")
+    boot.command(f"CREATE DATABASE {db}")
+    writer = ClickHouseStore("http://u:pw@unused.invalid", _client=clickhouse_connect.get_client(
+        dsn=f"chdb://memory/{db}", tz_mode="aware"))
+    boot.close()
+    writer.ensure_schema()
+    reader = ClickHouseStore("http://u:pw@unused.invalid", _client=clickhouse_connect.get_client(
+        dsn=f"chdb://memory/{db}", tz_mode="aware"))
+    try:
+        assert reader.raw("SELECT count() FROM candles", "CSV", readonly=True).strip() == b"0"
+        for query in ("DROP TABLE candles_data", "CREATE TABLE x (a Int64) ENGINE = Memory",
+                      "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+                      "INSERT INTO candles_data (symbol) SELECT 'X'"):
+            with pytest.raises(Exception, match="readonly|READONLY"):
+                reader.raw(query, "CSV", readonly=True)
+        assert writer.raw("SELECT count() FROM candles_data", "CSV").strip() == b"0"  # still there, empty
+        assert "pw" not in repr(reader)
+    finally:
+        reader.close()
+        writer.close()

@@ -36,9 +36,10 @@ from models.registry import (
     open_registry,
     registry_from_settings,
 )
+from models.signing import PublicKey, SigningKey, WeakKey
 from tickcast.config import ConfigError, Settings
 
-KEY = b"registry-test-key"
+SIGNER = SigningKey.generate()
 VERSION_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{8}$")
 
 
@@ -50,13 +51,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytes
     for k, v in request.getfixturevalue("s3_server").items():
         monkeypatch.setenv(k, v)
     bucket = "reg-" + uuid.uuid4().hex[:12]
-    open_registry(f"s3://{bucket}", KEY).fs.call_s3("create_bucket", Bucket=bucket)
+    open_registry(f"s3://{bucket}").fs.call_s3("create_bucket", Bucket=bucket)
     return f"s3://{bucket}/tickcast"
 
 
 @pytest.fixture
 def registry(store_url: str) -> ModelRegistry:
-    return open_registry(store_url, KEY)
+    return open_registry(store_url, signer=SIGNER)
 
 
 def _pattern(n: int, size: int) -> bytes:
@@ -115,7 +116,7 @@ def test_save_load_round_trip(registry: ModelRegistry) -> None:
     assert m["samples_seen"] == 10 and m["window"] == [10, 60] and m["np"] == 0.25 and math.isnan(m["metrics"]["da"])
     payload = raw_get(registry, f"models/m/{v1}.pkl")
     assert man1["sha256"] == hashlib.sha256(payload).hexdigest() and man1["size"] == len(payload)
-    assert man1["name"] == "m" and man1["created_at"].endswith("Z") and "hmac" not in man1
+    assert man1["name"] == "m" and man1["created_at"].endswith("Z") and "signature" not in man1
     assert {"python", "river", "sklearn", "xgboost"} <= set(man1["libraries"])
 
     assert [x["version"] for x in registry.list_versions("m")] == [v2, v1]
@@ -191,13 +192,14 @@ def test_edited_manifest_and_pointers_are_refused(registry: ModelRegistry) -> No
     good = raw_get(registry, key)
 
     raw_put(registry, key, good.replace(b'"samples_seen":2', b'"samples_seen":9'))
-    with pytest.raises(SnapshotRejected, match="HMAC signature does not match"):
+    with pytest.raises(SnapshotRejected, match="signature by ed25519-[0-9a-f]{16} does not match"):
         registry.load("m", v2)
-    with pytest.raises(SnapshotRejected, match="HMAC signature does not match"):
+    with pytest.raises(SnapshotRejected, match="does not match") as e:
         registry.manifest("m", v2)
+    assert e.value.kind == "bad_signature"
     assert [x["version"] for x in registry.list_versions("m")] == [v1]  # the bad one is left out
 
-    raw_put(registry, key, re.sub(rb',"hmac":"[0-9a-f]+"', b"", good))
+    raw_put(registry, key, re.sub(rb',"signature":"[0-9a-f]+"', b"", good))
     with pytest.raises(SnapshotRejected, match="unsigned"):
         registry.load("m", v2)
 
@@ -233,11 +235,11 @@ def test_foreign_key_and_malicious_pickle_never_execute(registry: ModelRegistry,
 
     mine = registry.save("m", Blob(1), {})
     marker = tmp_path / "pwned"
-    attacker = open_registry(registry.url, b"the attacker's own key")
+    attacker = open_registry(registry.url, signer=SigningKey.generate())
     bad = attacker.save("m", Evil(marker), {"model_kind": "totally legit"})  # also moves latest
     attacker.set_alias("production", "m", bad, "trust me")
 
-    with pytest.raises(SnapshotRejected, match="signed with another key"):
+    with pytest.raises(SnapshotRejected, match="not in the keyring"):
         registry.load("m", bad)
     with pytest.raises(SnapshotRejected, match="latest pointer"):
         registry.load("m")
@@ -291,7 +293,8 @@ def test_alias_moves_atomically_under_concurrent_readers(registry: ModelRegistry
     loads = [0, 0, 0]
 
     def read(i: int) -> None:
-        reader = open_registry(registry.url, KEY) if i == 0 else registry  # shared and own instance
+        # a read-only handle (public key only), and the writer's own
+        reader = open_registry(registry.url, public_keys=[SIGNER.public]) if i == 0 else registry
         while not stop.is_set():
             try:
                 obj, man = reader.load_alias("production")
@@ -321,9 +324,9 @@ def test_alias_moves_atomically_under_concurrent_readers(registry: ModelRegistry
     assert len(etags) == flips + 1  # the cheap change token moved with every flip
 
 
-def _hammer_latest(url: str, key: bytes, name: str, ready: Any, stop: Any, out: Any) -> None:
+def _hammer_latest(url: str, public: str, name: str, ready: Any, stop: Any, out: Any) -> None:
     """Spawned process: load(latest) until told to stop; report what it saw."""
-    reg = open_registry(url, key)
+    reg = open_registry(url, public_keys=[PublicKey.parse(public)])
     ns: list[int] = []
     errors: list[str] = []
     while not stop.is_set():
@@ -344,7 +347,7 @@ def test_reader_never_sees_a_partial_snapshot(registry: ModelRegistry) -> None:
     registry.save("m", Blob(0, size), {"n": 0})
     ctx = mp.get_context("spawn")
     ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=_hammer_latest, args=(registry.url, KEY, "m", ready, stop, out), daemon=True)
+    proc = ctx.Process(target=_hammer_latest, args=(registry.url, SIGNER.public.to_text(), "m", ready, stop, out), daemon=True)
     proc.start()
 
     latest_ns: list[int] = []  # what load(latest) returned, in order
@@ -387,33 +390,76 @@ def test_reader_never_sees_a_partial_snapshot(registry: ModelRegistry) -> None:
 
 # -- configuration and failures ---------------------------------------------------------------
 def test_registry_from_settings_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TICKCAST_REGISTRY_KEY", raising=False)
+    """Laptop: zero configuration (a key pair under the data dir, readers get the public
+    key only, also when they start before the first writer). Shared stores: the
+    variables, checked with one line each."""
+    for var in ("TICKCAST_REGISTRY_SIGNING_KEY", "TICKCAST_REGISTRY_PUBLIC_KEYS", "TICKCAST_REGISTRY_KEY"):
+        monkeypatch.delenv(var, raising=False)
     settings = Settings.from_env({"TICKCAST_DATA_DIR": str(tmp_path)})
-    reg = registry_from_settings(settings)
-    key_file = tmp_path / "registry.key"
+    reader = registry_from_settings(settings)  # before any writer: an empty keyring, re-read later
+    assert reader.signer is None and len(reader.keyring) == 0
+    writer = registry_from_settings(settings, writer=True)
+    key_file = tmp_path / "registry-keys" / "signing.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
-    v = reg.save("m", Blob(1), {})
-    again = registry_from_settings(settings)  # reuses the key: reads what the first one wrote
-    assert again.load("m", v)[0].n == 1
-    assert reg.url == f"file://{tmp_path.resolve() / 'models'}"
+    v = writer.save("m", Blob(1), {})
+    assert reader.load("m", v)[0].n == 1  # picked up the writer's public key from public.keys
+    with pytest.raises(RegistryKeyMissing, match="read-only"):
+        reader.save("m", Blob(2), {})
+    again = registry_from_settings(settings, writer=True)  # reuses the pair
+    assert again.signer is not None and again.signer.key_id == writer.signer.key_id  # type: ignore[union-attr]
+    assert reader.url == f"file://{tmp_path.resolve() / 'models'}"
 
-    hex_key = os.urandom(32).hex()
-    monkeypatch.setenv("TICKCAST_REGISTRY_KEY", hex_key)
-    hexed = registry_from_settings(settings)
-    v2 = hexed.save("m", Blob(2), {})
-    assert open_registry(hexed.url, bytes.fromhex(hex_key)).load("m", v2)[0].n == 2
-    with pytest.raises(SnapshotRejected):
-        hexed.load("m", v)  # signed with the key file's key
-    monkeypatch.setenv("TICKCAST_REGISTRY_KEY", "a passphrase")
-    assert open_registry(hexed.url, b"a passphrase").url == registry_from_settings(settings).url
+    # configured keys win over the local pair: a writer with another key is refused by a
+    # reader that trusts only the configured public key
+    other = SigningKey.generate()
+    monkeypatch.setenv("TICKCAST_REGISTRY_SIGNING_KEY", other.to_text())
+    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", other.public.to_text())
+    w2 = registry_from_settings(settings, writer=True)
+    v2 = w2.save("m", Blob(2), {})
+    r2 = registry_from_settings(settings)
+    assert r2.load("m", v2)[0].n == 2 and r2.signer is None
+    with pytest.raises(SnapshotRejected, match="not in the keyring"):
+        r2.load("m", v)
+    # a key file path works too (a mounted Secret)
+    (tmp_path / "pub").write_text(f"{other.public.to_text()}\n{writer.signer.public.to_text()}\n")  # type: ignore[union-attr]
+    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", str(tmp_path / "pub"))
+    assert registry_from_settings(settings).load("m", v)[0].n == 1
 
-    monkeypatch.delenv("TICKCAST_REGISTRY_KEY")
     s3 = Settings.from_env({"TICKCAST_DATA_DIR": str(tmp_path), "TICKCAST_MODEL_STORE": "s3://b/p"})
-    with pytest.raises(RegistryKeyMissing, match="TICKCAST_REGISTRY_KEY is not set") as exc:
+    monkeypatch.delenv("TICKCAST_REGISTRY_SIGNING_KEY")
+    with pytest.raises(RegistryKeyMissing, match="TICKCAST_REGISTRY_SIGNING_KEY is not set") as exc:
+        registry_from_settings(s3, writer=True)
+    assert isinstance(exc.value, ConfigError) and "\n" not in str(exc.value)  # the CLI prints one line
+    monkeypatch.delenv("TICKCAST_REGISTRY_PUBLIC_KEYS")
+    with pytest.raises(RegistryKeyMissing, match="TICKCAST_REGISTRY_PUBLIC_KEYS is not set"):
         registry_from_settings(s3)
-    assert isinstance(exc.value, ConfigError)  # the CLI prints it as one line
+    # a reader given a signing key by mistake: read-only all the same, trusting its public half
+    monkeypatch.setenv("TICKCAST_REGISTRY_SIGNING_KEY", other.to_text())
+    misconfigured = registry_from_settings(s3)
+    assert misconfigured.signer is None and misconfigured.keyring.ids() == [other.key_id]
     with pytest.raises(RegistryError, match="file:///abs/path or s3://bucket/prefix"):
-        open_registry("http://example.com/models", KEY)
+        open_registry("http://example.com/models")
+
+
+@pytest.mark.parametrize(("var", "value", "message"), [
+    ("TICKCAST_REGISTRY_SIGNING_KEY", "00" * 32, "1 distinct byte value in 32: not a random key"),
+    ("TICKCAST_REGISTRY_SIGNING_KEY", "ab" * 16 + "cd" * 16, "2 distinct byte values"),
+    ("TICKCAST_REGISTRY_SIGNING_KEY", "change-me-to-a-long-random-secret", "expected 64 hex digits"),
+    ("TICKCAST_REGISTRY_SIGNING_KEY", "0f" * 31, "got 62 characters"),
+    ("TICKCAST_REGISTRY_PUBLIC_KEYS", "01" + "00" * 31, "small order"),
+    ("TICKCAST_REGISTRY_PUBLIC_KEYS", "zz" * 32, "expected 64 hex digits"),
+])
+def test_weak_and_malformed_keys_are_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         var: str, value: str, message: str) -> None:
+    for v in ("TICKCAST_REGISTRY_SIGNING_KEY", "TICKCAST_REGISTRY_PUBLIC_KEYS"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv(var, value)
+    settings = Settings.from_env({"TICKCAST_DATA_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError) as e:
+        registry_from_settings(settings, writer=True)
+    assert message in str(e.value) and var in str(e.value) and "\n" not in str(e.value)
+    if "distinct" in message or "small order" in message:
+        assert isinstance(e.value, WeakKey)
 
 
 def _unreachable(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
@@ -427,7 +473,7 @@ def test_registry_down_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.conftest import free_port
 
     _unreachable(monkeypatch, f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    reg = open_registry("s3://nowhere/p", KEY)
+    reg = open_registry("s3://nowhere/p", signer=SIGNER)
     calls: dict[str, Callable[[], Any]] = {
         "get_alias": lambda: reg.get_alias("production"),
         "load": lambda: reg.load("m"),
@@ -450,7 +496,7 @@ def test_hung_store_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
         srv.bind(("127.0.0.1", 0))
         srv.listen(16)
         _unreachable(monkeypatch, f"http://127.0.0.1:{srv.getsockname()[1]}")
-        reg = open_registry("s3://hung/p", KEY, timeout=0.5)
+        reg = open_registry("s3://hung/p", signer=SIGNER, timeout=0.5)
         t0 = time.monotonic()
         with pytest.raises(RegistryUnavailable):
             reg.get_alias("production")
@@ -460,19 +506,205 @@ def test_hung_store_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_bucket_is_unavailable_not_empty(s3_server: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     for k, v in s3_server.items():
         monkeypatch.setenv(k, v)
-    reg = open_registry(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/p", KEY)
+    reg = open_registry(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/p", signer=SIGNER)
     with pytest.raises(RegistryUnavailable, match="does not exist"):
         reg.get_alias("production")
     with pytest.raises(RegistryUnavailable, match="does not exist"):
         reg.list_models()
 
 
-def test_the_example_placeholder_key_is_refused() -> None:
-    """deploy/.env.example's TICKCAST_REGISTRY_KEY is public: signing with it would let
-    anyone plant a pickle, so it is refused with one line saying what to do."""
-    from models.registry import EXAMPLE_KEY, RegistryKeyMissing, parse_key
+# -- planted and corrupt files: refused, counted, never an exception of another kind ----------
+def _planted_documents(good: bytes) -> dict[str, bytes]:
+    """Documents an attacker (or a corrupt disk) could leave where a signed one belongs."""
+    doc = json_loads(good)
+    sig = doc["signature"]
 
-    example = (Path(__file__).resolve().parents[1] / "deploy" / ".env.example").read_text()
-    assert f"TICKCAST_REGISTRY_KEY={EXAMPLE_KEY}" in example
-    with pytest.raises(RegistryKeyMissing, match="placeholder"):
-        parse_key(EXAMPLE_KEY)
+    def variant(**changes: Any) -> bytes:
+        return json_dumps({**doc, **changes})
+
+    return {
+        "non-hex signature": variant(signature="zz" * 64),
+        "non-ASCII signature": variant(signature="é" * 128),
+        "short signature": variant(signature=sig[:-2]),
+        "upper-case signature": variant(signature=sig.upper()),
+        "signature is a number": variant(signature=12345),
+        "signature is a list": variant(signature=[sig]),
+        "signature is null": variant(signature=None),
+        "key id is a dict": variant(key_id={"a": 1}),
+        "unknown key id": variant(key_id="ed25519-0123456789abcdef"),
+        "unsigned": json_dumps({k: v for k, v in doc.items() if k not in ("signature", "key_id")}),
+        "legacy HMAC": json_dumps({**{k: v for k, v in doc.items() if k not in ("signature", "key_id")},
+                                   "hmac": "ab" * 32}),
+        "a JSON list": b"[1, 2, 3]",
+        "deeply nested": b"[" * 100_000 + b"]" * 100_000,
+        "binary garbage": os.urandom(4096),
+        "empty": b"",
+        "two megabytes": b'{"signature": "' + b"a" * (2 << 20) + b'"}',
+    }
+
+
+def json_loads(raw: bytes) -> dict[str, Any]:
+    import json
+
+    return dict(json.loads(raw))
+
+
+def json_dumps(doc: Any) -> bytes:
+    import json
+
+    return json.dumps(doc).encode()
+
+
+def test_planted_documents_are_rejected_never_raised(registry: ModelRegistry) -> None:
+    """Every planted manifest, latest pointer and alias is a SnapshotRejected with its kind,
+    counted in registry.rejected; listings skip it; nothing else escapes (the old
+    HMAC check raised TypeError on a non-ASCII signature)."""
+    v = registry.save("m", Blob(1), {})
+    registry.set_alias("production", "m", v)
+    seen: list[str] = []
+    registry.on_reject = seen.append
+    targets = {"manifest": (f"models/m/{v}.json", lambda: registry.load("m", v)),
+               "latest": ("models/m/latest", lambda: registry.load("m")),
+               "alias": ("aliases/production.json", lambda: registry.load_alias("production"))}
+    for where, (key, load) in targets.items():
+        good = raw_get(registry, key)
+        for what, bad in _planted_documents(good).items():
+            raw_put(registry, key, bad)
+            before = sum(registry.rejected.values())
+            with pytest.raises(SnapshotRejected) as e:
+                load()
+            assert sum(registry.rejected.values()) > before, (where, what)
+            assert e.value.kind in {"bad_signature_shape", "bad_key_id", "unknown_key", "unsigned", "legacy_hmac",
+                                    "not_json", "too_large", "bad_signature"}, (where, what, e.value.kind)
+            if what == "legacy HMAC":
+                assert e.value.kind == "legacy_hmac" and "re-sign" in str(e.value)
+            # listings leave it out instead of failing
+            if where == "manifest":
+                assert registry.list_versions("m") == []
+            if where == "alias":
+                assert registry.list_aliases() == []
+        raw_put(registry, key, good)
+    assert registry.load_alias("production")[0].n == 1
+    assert seen and set(seen) <= set(registry.rejected)
+
+
+def test_oversize_payloads_are_refused_unread(store_url: str, tmp_path: Path) -> None:
+    """A payload larger than the reader's limit is refused from its signed size, before a
+    byte of it is read; a payload that grew after signing (a planted multi-GB file) is
+    refused after reading at most size + 1 bytes."""
+    import tracemalloc
+
+    writer = open_registry(store_url, signer=SIGNER)
+    v = writer.save("m", Blob(1, 200_000), {})
+    small_reader = open_registry(store_url, public_keys=[SIGNER.public], max_payload_bytes=100_000)
+    with pytest.raises(SnapshotRejected, match="above the limit of 100000") as e:
+        small_reader.load("m", v)
+    assert e.value.kind == "too_large" and small_reader.rejected["too_large"] == 1
+    assert [m["version"] for m in small_reader.list_versions("m")] == []
+    with pytest.raises(RegistryError, match="above the limit"):
+        open_registry(store_url, signer=SIGNER, max_payload_bytes=1000).save("m", Blob(2, 5000), {})
+
+    key = f"models/m/{v}.pkl"
+    if store_url.startswith("file://"):
+        # 4 GB (sparse: no disk used) where the 200 kB payload was
+        path = Path(writer._p(*key.split("/")))
+        with open(path, "r+b") as f:
+            f.truncate(4 << 30)
+    else:
+        raw_put(writer, key, raw_get(writer, key) + os.urandom(8 << 20))  # 8 MB more over S3
+    tracemalloc.start()
+    try:
+        with pytest.raises(SnapshotRejected, match="more than .* bytes, the signed manifest says") as e:
+            writer.load("m", v)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert e.value.kind == "size_mismatch" and peak < 16 << 20, peak  # not the 4 GB (or 8 MB) planted
+
+
+def test_key_rotation_keeps_serving_old_models(store_url: str) -> None:
+    """Rotation: a new writer key signs new versions; readers trusting old and new load
+    both; a reader that dropped the old key refuses what only it signed."""
+    old, new = SIGNER, SigningKey.generate()
+    v_old = open_registry(store_url, signer=old).save("m", Blob(1), {})
+    open_registry(store_url, signer=old).set_alias("production-X", "m", v_old)
+    both = open_registry(store_url, public_keys=[old.public, new.public])
+    assert both.load_alias("production-X")[0].n == 1
+    w_new = open_registry(store_url, signer=new, public_keys=[old.public])
+    v_new = w_new.save("m", Blob(2), {})
+    assert both.load("m")[0].n == 2 and both.load("m", v_old)[0].n == 1
+    assert both.load_alias("production-X")[0].n == 1  # the alias signed by the old key still serves
+    w_new.set_alias("production-X", "m", v_new, "retrained")
+    assert both.load_alias("production-X")[0].n == 2
+    only_new = open_registry(store_url, public_keys=[new.public])
+    assert only_new.load_alias("production-X")[0].n == 2
+    with pytest.raises(SnapshotRejected, match="not in the keyring") as e:
+        only_new.load("m", v_old)
+    assert e.value.kind == "unknown_key"
+
+
+def test_legacy_hmac_documents_can_be_resigned(tmp_path: Path) -> None:
+    """Documents of the old shared-HMAC format are refused until an operator holding the
+    old key and a new signing key re-signs them; forged ones (wrong HMAC) stay refused."""
+    import hmac as hmac_mod
+    import json
+
+    from models.registry import resign_legacy
+
+    reg = open_registry(f"file://{tmp_path / 'models'}", signer=SIGNER)
+    v = reg.save("m", Blob(7), {})
+    old_key = b"the old shared key"
+
+    def legacy(key: str, mac_key: bytes) -> None:
+        doc = json.loads(raw_get(reg, key))
+        doc.pop("signature")
+        doc.pop("key_id")
+        body = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+        doc["hmac"] = hmac_mod.new(mac_key, body, hashlib.sha256).hexdigest()
+        raw_put(reg, key, json.dumps(doc).encode())
+
+    legacy(f"models/m/{v}.json", old_key)
+    legacy("models/m/latest", b"a forger's key")
+    with pytest.raises(SnapshotRejected, match="shared HMAC key"):
+        reg.load("m", v)
+    assert resign_legacy(reg, old_key) == {"resigned": 1, "skipped": 1}
+    assert reg.load("m", v)[0].n == 7
+    with pytest.raises(SnapshotRejected, match="shared HMAC key"):
+        reg.load("m")  # the forged pointer was not re-signed
+
+
+def test_fuzzed_documents_are_rejected_never_raised(tmp_path: Path) -> None:
+    """Property: whatever bytes lie where a signed pointer or manifest belongs - arbitrary
+    JSON (any shapes and types in the signature/key_id/size fields) or arbitrary bytes -
+    reading it returns the document or raises SnapshotRejected, nothing else."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    reg = open_registry(f"file://{tmp_path / 'models'}", signer=SIGNER)
+    v = reg.save("m", Blob(1), {})
+    reg.set_alias("production", "m", v)
+    good = json_loads(raw_get(reg, "aliases/production.json"))
+    scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=200)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                          | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=20)
+    documents = (st.binary(max_size=2000).map(lambda b: ("bytes", b))
+                 | st.dictionaries(st.sampled_from(sorted(good) + ["hmac", "x"]), values, max_size=8)
+                 .map(lambda d: ("json", json_dumps({**good, **d})))
+                 | values.map(lambda x: ("json", json_dumps(x))))
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(doc=documents, where=st.sampled_from(["alias", "manifest", "latest"]))
+    def check(doc: tuple[str, bytes], where: str) -> None:
+        key = {"alias": "aliases/production.json", "manifest": f"models/m/{v}.json",
+               "latest": "models/m/latest"}[where]
+        original = raw_get(reg, key)
+        raw_put(reg, key, doc[1])
+        try:
+            {"alias": lambda: reg.load_alias("production"), "manifest": lambda: reg.load("m", v),
+             "latest": lambda: reg.load("m")}[where]()
+        except SnapshotRejected:
+            pass
+        finally:
+            raw_put(reg, key, original)
+
+    check()

@@ -45,7 +45,9 @@ def planted_store(tmp_path_factory: pytest.TempPathFactory) -> LakeStore:
 
 
 def registry(tmp_path: Path) -> ModelRegistry:
-    return ModelRegistry(f"file://{tmp_path / 'models'}", b"k")
+    from models.signing import SigningKey
+
+    return ModelRegistry(f"file://{tmp_path / 'models'}", signer=SigningKey.generate())
 
 
 def test_random_walk_nothing_is_promoted(rw_store: LakeStore, tmp_path: Path) -> None:

@@ -31,13 +31,19 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from tickcast.stores.offline import open_offline
 
     s = _settings()
-    store = open_offline(s.offline_url, read_only=True)
+    store = open_offline(s.offline_url, read_only=not args.write)
     try:
-        store.ensure_schema()
-        out = store.raw(args.query, args.format)
+        if args.write:
+            store.ensure_schema()  # a read never creates or alters anything
+        out = store.raw(args.query, args.format, readonly=not args.write)
     except Exception as e:  # noqa: BLE001 - a query error is the user's, show it plainly
+        from tickcast.stores.errors import redact
+
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"tickcast sql: {first[:500]}", file=sys.stderr)
+        if not args.write and ("READONLY" in first or "readonly mode" in first):
+            first += (" — tickcast sql is read-only: writes, schema changes, settings and table functions "
+                      "(file, url, s3, …) need --write")
+        print(f"tickcast sql: {redact(first)[:700]}", file=sys.stderr)
         return 1
     finally:
         store.close()
@@ -112,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.horizon_seconds % window:
         raise SystemExit(f"tickcast: the horizon ({cfg.horizon_seconds} s) is not a multiple of the "
                          f"candle length in the store ({window} s); set TICKCAST_HORIZON_SECONDS")
-    registry = None if args.no_registry else registry_from_settings(s)
+    registry = None if args.no_registry else registry_from_settings(s, writer=True)
     started = int(_time.time() * 1e6)
     try:
         reports = train(store, registry, list(s.symbols), since, until, cfg)
@@ -451,12 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--data-dir", help="the data dir (default: $TICKCAST_DATA_DIR or ./data)")
     st.set_defaults(func=cmd_stop)
 
-    sql = sub.add_parser("sql", help="run SQL on the configured offline store and print the result",
+    sql = sub.add_parser("sql", help="run SQL (read-only unless --write) on the configured offline store",
                          epilog="Tables: candles, features, predictions, dead_letters (one row per key). "
                          + EPILOG)
     sql.add_argument("query", help='e.g. "SELECT symbol, count() FROM candles GROUP BY symbol"')
     sql.add_argument("--format", default="Pretty",
                      help="ClickHouse output format: CSV, JSONEachRow, Pretty (default), TSV, ...")
+    sql.add_argument("--write", action="store_true",
+                     help="allow writes, schema changes, settings and table functions (file, url, s3, ...); "
+                     "without it the query runs with ClickHouse's readonly = 1")
     sql.set_defaults(func=cmd_sql)
 
     sim = sub.add_parser("sim", help="write a replay file of N simulated Kraken v2 trades")

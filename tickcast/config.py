@@ -71,6 +71,13 @@ class Settings:
     # store's ingest_stats every this many seconds: 10 s resolves a reconnect storm
     # within a dashboard minute at ~8,600 tiny rows a day.
     stats_seconds: float = 10.0
+    # the registry refuses (unread) a snapshot whose signed size is above this; online
+    # River models are kB, a tuned XGBoost model a few MB
+    registry_max_payload_mb: float = 256.0
+    # the API's /health and /models answers are reused this long (per worker)
+    api_cache_seconds: float = 2.0
+    # every dashboard query is cut off by ClickHouse after this (max_execution_time)
+    dashboard_query_seconds: float = 10.0
 
     # -- derived ----------------------------------------------------------------
     @property
@@ -215,4 +222,7 @@ class Settings:
             sim_seed=integer("SIM_SEED", d.sim_seed, 0),
             sim_rate=number("SIM_RATE", d.sim_rate, 0.001),
             stats_seconds=number("STATS_SECONDS", d.stats_seconds, 0.1),
+            registry_max_payload_mb=number("REGISTRY_MAX_PAYLOAD_MB", d.registry_max_payload_mb, 0.001),
+            api_cache_seconds=number("API_CACHE_SECONDS", d.api_cache_seconds, 0),
+            dashboard_query_seconds=number("DASHBOARD_QUERY_SECONDS", d.dashboard_query_seconds, 0.1),
         )

@@ -105,9 +105,21 @@ class OfflineStore(ABC):
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
         return self._run(lambda c: c.query_arrow(sql, parameters=parameters, use_strings=True))
 
-    def raw(self, sql: str, fmt: str = "Pretty") -> bytes:
-        """The result in a ClickHouse output format (CSV, TSV, JSONEachRow, Pretty, …)."""
+    def raw(self, sql: str, fmt: str = "Pretty", *, readonly: bool = False) -> bytes:
+        """The result in a ClickHouse output format (CSV, TSV, JSONEachRow, Pretty, …).
+
+        ``readonly=True`` runs it with ClickHouse's ``readonly = 1``: the engine itself
+        refuses writes, schema changes, setting changes and every table function
+        (``file``, ``url``, ``s3``, ``remote``, ``executable``, …) — what ``tickcast sql``
+        does unless given ``--write``."""
+        if readonly:
+            return self._raw_readonly(sql, fmt)
         return bytes(self._run(lambda c: c.raw_query(sql, fmt=fmt, settings=RAW_SETTINGS)))
+
+    def _raw_readonly(self, sql: str, fmt: str) -> bytes:
+        # readonly = 1 also forbids changing any other setting in the same query, so
+        # RAW_SETTINGS cannot be sent along (JSON output then escapes "/" as "\/")
+        return bytes(self._run(lambda c: c.raw_query(sql, fmt=fmt, settings={"readonly": 1})))
 
     def __enter__(self) -> OfflineStore:
         return self
@@ -309,6 +321,7 @@ class LakeStore(OfflineStore):
         self.read_only = read_only
         self.read_retries = 0  # how often a query was retried because a compaction replaced parts
         self._reader: Any = None
+        self._ro_reader: Any = None  # readonly = 1 session (raw(readonly=True)), opened on first use
         self._reader_lock = threading.Lock()
         self._db = "lake_" + hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
 
@@ -470,10 +483,53 @@ class LakeStore(OfflineStore):
                 time.sleep(0.02 * (attempt + 1))  # a compaction replaced parts mid-read
         raise AssertionError("unreachable")
 
+    def _readonly_client(self) -> Any:
+        """A reader whose session has ``readonly = 1``. The views of :meth:`_client` read
+        the ``file()`` table function, which ``readonly = 1`` refuses; these read
+        ``File(Parquet)`` tables over the same globs (same rows), so the engine can refuse
+        every table function, write and schema change of the user's query."""
+        with self._reader_lock:
+            if self._ro_reader is None:
+                import clickhouse_connect
+
+                db = self._db + "_ro"
+                boot = clickhouse_connect.get_client(dsn="chdb://memory")
+                try:
+                    boot.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+                    root = _sql_string(str(self.root))
+                    for name, t in TABLES.items():
+                        boot.command(f"CREATE OR REPLACE TABLE {db}.`_parts_{name}` ({t.columns_sql()}) "
+                                     f"ENGINE = File(Parquet, '{root}/{name}/*{PART_SUFFIX}')")
+                        boot.command(
+                            f"CREATE OR REPLACE VIEW {db}.`{name}` AS SELECT * EXCEPT {VERSION} FROM "
+                            f"(SELECT * FROM {db}.`_parts_{name}` ORDER BY {VERSION} DESC LIMIT 1 BY {t.key_sql()})")
+                    ro = clickhouse_connect.get_client(dsn="chdb://memory", database=db, tz_mode="aware")
+                finally:
+                    boot.close()
+                ro.command("SET output_format_json_escape_forward_slashes = 0")
+                ro.raw_query("SELECT 1", settings={"readonly": 1})  # sticks to this client's session
+                self._ro_reader = ro
+            return self._ro_reader
+
+    def _raw_readonly(self, sql: str, fmt: str) -> bytes:
+        client = self._readonly_client()
+        for attempt in range(READ_RETRIES + 1):
+            try:
+                with self._reading():
+                    return bytes(client.raw_query(sql, fmt=fmt))
+            except Exception as e:
+                if attempt == READ_RETRIES or not _is_vanished_part(e):
+                    raise
+                time.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     def close(self) -> None:
         _sweeper.flush(2.0)  # deletions this process deferred (instant when there are none)
         with self._reader_lock:
             reader, self._reader = self._reader, None
+            ro, self._ro_reader = self._ro_reader, None
+        if ro is not None:
+            ro.close()
         if reader is not None:
             reader.close()  # chdb can open another engine path once every client is closed
 
