@@ -32,7 +32,17 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 
 from dataflows.sinks import OfflineSink, OnlineSink, RegistrySink
-from dataflows.sources import DEAD, PROGRESS, RawChunk, is_live, make_source, now_us, parse_chunk
+from dataflows.sources import (
+    DEAD,
+    PROGRESS,
+    RawChunk,
+    TradeGate,
+    is_dead,
+    is_live,
+    make_source,
+    now_us,
+    parse_chunk,
+)
 from tickcast.config import ConfigError, Settings
 from tickcast.pipeline import StepOutput, SymbolPipeline
 from tickcast.schema import Trade
@@ -160,15 +170,16 @@ def build_flow(settings: Settings) -> Dataflow:
     lag_aware = live and settings.source == "kafka"
     flow = Dataflow("tickcast_features")
     raw = op.input("source", flow, make_source(settings))
+    gate = TradeGate.from_settings(settings)  # configured symbols, sane times: else dead letters
     symbols = settings.symbols
 
     def parse(chunk: RawChunk) -> list[tuple[str, Any]]:
         if chunk[0].startswith(PROGRESS):
             return progress_items(chunk, symbols)
-        return parse_chunk(chunk)
+        return parse_chunk(chunk, gate)
 
     parsed = op.flat_map("parse", raw, parse)
-    split = op.branch("split_dead", parsed, lambda kv: kv[0] != DEAD)
+    split = op.branch("split_dead", parsed, lambda kv: not is_dead(kv))
     lateness_us = settings.lateness_us
 
     def builder(resume: SymbolPipeline | None) -> PipelineLogic:

@@ -33,7 +33,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.kafka_io import KafkaTradeSink, KafkaUnavailable, ensure_topic, partitions_from_env
-from dataflows.sources import DEAD, HEARTBEAT, RawChunk, make_source, parse_chunk
+from dataflows.sources import (
+    HEARTBEAT,
+    RawChunk,
+    TradeGate,
+    is_dead,
+    make_source,
+    parse_chunk,
+)
 from tickcast.config import ConfigError, Settings
 from tickcast.schema import DeadLetter
 
@@ -91,14 +98,15 @@ class DeadLetterSink(FixedPartitionedSink[list[DeadLetter], None]):
 def build_flow(settings: Settings) -> Dataflow:
     flow = Dataflow("tickcast_ingest")
     raw = op.input("source", flow, make_source(settings))
+    gate = TradeGate.from_settings(settings)  # configured symbols, sane times: else dead letters
 
     def parse(chunk: RawChunk) -> list[tuple[str, Any]]:
         if chunk[0] == HEARTBEAT:  # the source's clock goes into the topic, after its trades
             return [(HEARTBEAT, int(chunk[1][0][1]))]
-        return parse_chunk(chunk)
+        return parse_chunk(chunk, gate)
 
     parsed = op.flat_map("parse", raw, parse)
-    split = op.branch("split_dead", parsed, lambda kv: kv[0] != DEAD)
+    split = op.branch("split_dead", parsed, lambda kv: not is_dead(kv))
     op.output("kafka", split.trues, KafkaTradeSink(settings))
     op.output("dead_letters", split.falses, DeadLetterSink(settings.offline_url))
     return flow

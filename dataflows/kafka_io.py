@@ -88,7 +88,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from dataflows.sources import PROGRESS, RawChunk
 from tickcast.config import ConfigError, Settings
-from tickcast.schema import Trade
+from tickcast.schema import MAX_TRADE_ID_JUMP, Trade
 from tickcast.wire import encode_trade
 
 log = logging.getLogger(__name__)
@@ -401,11 +401,16 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
                             tid = int(value[i:value.find(b",", i)])
                         except ValueError:
                             tid = -1  # not tickcast's layout: the decoder will judge it
-                        if tid >= 0:
-                            if tid <= seen.get(key, -1):
+                        top = seen.get(key, -1)
+                        if tid >= 0 and value.find(b'"symbol":"%s"' % key) >= 0:
+                            # (only a record whose key is its symbol counts for that key)
+                            if tid <= top:
                                 self._dups += 1
                                 continue
-                            seen[key] = tid
+                            if top < 0 or tid <= top + MAX_TRADE_ID_JUMP:
+                                seen[key] = tid
+                            # else: an implausible jump is no new high-water mark; the
+                            # pipeline makes it a dead letter
                 append((f"{prefix}{last_off}", value))
             if last_off >= 0:
                 self._offset = last_off + 1

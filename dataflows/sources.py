@@ -26,7 +26,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from tickcast.config import ConfigError, Settings
 from tickcast.kraken import parse_message
-from tickcast.schema import DeadLetter, Trade
+from tickcast.schema import DeadLetter, Trade, safe_iso, trade_json
 
 RawChunk = tuple[str, list[tuple[str, bytes]]]
 # a chunk whose name starts with this is no data but a Kafka partition's caught-up
@@ -58,11 +58,18 @@ class _ReplayPartition(StatefulSourcePartition[RawChunk, int]):
         f = self._f
         off = self._offset
         for _ in range(self._chunk):
-            line = f.readline()
+            line = f.readline(MAX_MESSAGE_BYTES + 1)
             if not line:
                 break
             pos = off
             off += len(line)
+            if len(line) > MAX_MESSAGE_BYTES and not line.endswith(b"\n"):
+                # a line longer than any message: skip the rest in pieces (memory stays
+                # bounded whatever its length); parse_chunk makes the prefix a dead letter
+                while (more := f.readline(1 << 20)):
+                    off += len(more)
+                    if more.endswith(b"\n"):
+                        break
             line = line.rstrip(b"\r\n")
             if line.strip():
                 lines.append((str(pos), line))
@@ -187,15 +194,70 @@ def is_live(settings: Settings) -> bool:
     return settings.replay_path is None
 
 
-DEAD = "\x00dead"  # key of the dead-letter branch (never a Kraken symbol)
+class DeadLetters(list[DeadLetter]):
+    """The value of a dead-letter item: the flows tell dead letters from trades by this
+    type, never by a key value (any string a record carries could be a key)."""
+
+
+DEAD = "dead"  # the key dead-letter items travel under (irrelevant for telling them apart)
+MIN_TRADE_US = 1_230_940_800_000_000  # 2009-01-03T00:00:00Z, Bitcoin's first block: no trade before it
+MAX_MESSAGE_BYTES = 1 << 20  # a Kraken trade message is ~200 bytes per trade; longer lines are refused
+MAX_DEAD_PER_CHUNK = 100  # dead letters kept per chunk; the rest are counted in one summary letter
 
 
 def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def parse_chunk(chunk: RawChunk) -> list[tuple[str, Any]]:
-    """Parse a chunk of raw messages into per-symbol trade lists (+ dead letters)."""
+def is_dead(kv: tuple[str, Any]) -> bool:
+    return isinstance(kv[1], DeadLetters)
+
+
+class TradeGate:
+    """What a well-formed trade must also be to enter the pipelines: of a configured
+    symbol (``TICKCAST_SYMBOLS``), and stamped at a sensible time — not before 2009 and
+    not more than ``TICKCAST_MAX_AHEAD_SECONDS`` after it was received. Anything else
+    is a dead letter naming why, so one record can neither create a pipeline, model,
+    registry entry or Redis key of its own, nor make a pipeline fill or close windows
+    up to a time that has not come (one empty candle per window: a day ahead was 8,638
+    candles; centuries ahead, memory ran out).
+
+    >>> g = TradeGate(("BTC/USD",), 60.0)
+    >>> t = Trade("BTC/USD", 1, 1_700_000_000_000_000, 100.0, 1.0, "buy", "limit")
+    >>> g.reason(t, 1_700_000_000_000_000) is None
+    True
+    >>> g.reason(t._replace(symbol="\\x00dead"), 1_700_000_000_000_000)
+    "symbol '\\\\x00dead' is not one of TICKCAST_SYMBOLS (BTC/USD)"
+    >>> g.reason(t, 1_699_999_000_000_000)
+    'trade time 2023-11-14T22:13:20.000000Z is 1000 s after it was received (2023-11-14T21:56:40.000000Z; TICKCAST_MAX_AHEAD_SECONDS=60)'
+    """
+
+    def __init__(self, symbols: tuple[str, ...] | frozenset[str], max_ahead_seconds: float) -> None:
+        self.symbols = frozenset(symbols)
+        self._listed = ",".join(sorted(self.symbols))
+        self.max_ahead_us = int(max_ahead_seconds * 1_000_000)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TradeGate:
+        return cls(settings.symbols, settings.max_ahead_seconds)
+
+    def reason(self, t: Trade, received_us: int) -> str | None:
+        if t.symbol not in self.symbols:
+            return f"symbol {t.symbol[:40]!r} is not one of TICKCAST_SYMBOLS ({self._listed})"
+        if t.ts_us < MIN_TRADE_US:
+            return f"trade time {safe_iso(t.ts_us)} is before 2009-01-03 (no crypto trade is that old)"
+        if t.ts_us > received_us + self.max_ahead_us:
+            return (f"trade time {safe_iso(t.ts_us)} is {(t.ts_us - received_us) / 1e6:.0f} s after it was received "
+                    f"({safe_iso(received_us)}; TICKCAST_MAX_AHEAD_SECONDS={self.max_ahead_us / 1e6:g})")
+        return None
+
+
+def parse_chunk(chunk: RawChunk, gate: TradeGate | None = None) -> list[tuple[str, Any]]:
+    """Parse a chunk of raw messages into per-symbol trade lists (+ one dead-letter item).
+
+    With a ``gate``, trades it refuses become dead letters. At most
+    :data:`MAX_DEAD_PER_CHUNK` dead letters are kept per chunk; a flood's rest is
+    counted in one summary letter, so garbage costs bounded storage."""
     source, lines = chunk
     if source == HEARTBEAT:
         return []
@@ -204,10 +266,18 @@ def parse_chunk(chunk: RawChunk) -> list[tuple[str, Any]]:
     if source.startswith("kafka:"):
         from tickcast.wire import decode_trade as parse
     by_symbol: dict[str, list[Trade]] = {}
-    dead: list[DeadLetter] = []
+    dead = DeadLetters()
     for pos, raw in lines:
+        if len(raw) > MAX_MESSAGE_BYTES:
+            dead.append(DeadLetter(received, source, bytes(raw[:4096]).decode(errors="replace"),
+                                   f"message longer than {MAX_MESSAGE_BYTES:,} bytes (not parsed; first 4 kB kept)",
+                                   pos))
+            continue
         trades, bad = parse(raw, source, received, pos)
         for t in trades:
+            if gate is not None and (why := gate.reason(t, received)) is not None:
+                dead.append(DeadLetter(received, source, trade_json(t), why, f"{pos}/{t.trade_id}"))
+                continue
             lst = by_symbol.get(t.symbol)
             if lst is None:
                 by_symbol[t.symbol] = [t]
@@ -217,5 +287,13 @@ def parse_chunk(chunk: RawChunk) -> list[tuple[str, Any]]:
             dead.extend(bad)
     out: list[tuple[str, Any]] = list(by_symbol.items())
     if dead:
+        if len(dead) > MAX_DEAD_PER_CHUNK:
+            n = len(dead) - MAX_DEAD_PER_CHUNK
+            last = dead[-1]
+            kept = DeadLetters(dead[:MAX_DEAD_PER_CHUNK])
+            kept.append(DeadLetter(received, source, "", f"{n} more dead letters in this chunk were not kept "
+                                   f"(positions {dead[MAX_DEAD_PER_CHUNK].position} .. {last.position}); "
+                                   f"the first {MAX_DEAD_PER_CHUNK} are stored", f"{last.position}+{n}"))
+            dead = kept
         out.append((DEAD, dead))
     return out

@@ -155,6 +155,25 @@ def test_steady_stream_is_delivered_verbatim_once(fake: FakeKraken, run: Callabl
     assert all(e.position == f"{e.trades[0].symbol}#{e.trades[0].trade_id}" for e in r.events if e.kind == "trades")
 
 
+def test_a_consumer_that_falls_behind_pauses_the_client_within_bounded_queues(
+        fake: FakeKraken, run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nobody drains the client while 3,000 messages arrive: its queue stops at its bound
+    (the client pauses reading; backpressure counted), and once drained, every trade is
+    there exactly once (what piled up in the socket is read, or refilled from REST)."""
+    import tickcast.live.kraken_client as kc
+
+    monkeypatch.setattr(kc, "_MAX_EVENTS_QUEUED", 500)
+    r = run()
+    fake.publish(fake.make_trades(3000), per_msg=1)
+    deadline = time.monotonic() + 5
+    while r.stats.backpressure == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert r.stats.backpressure > 0 and r.bg._q.qsize() <= 500
+    time.sleep(0.3)
+    assert r.bg._q.qsize() <= 500
+    r.wait_exact(timeout=30)
+
+
 @pytest.mark.skipif(not RECORDED_WS.exists(), reason="../shared/data/kraken_ws is absent")
 def test_recorded_real_session_with_a_drop_in_the_middle() -> None:
     """Kraken's own v2 frames (heartbeats, multi-trade messages), dropped half-way: the

@@ -57,6 +57,10 @@ class Settings:
     # Kraken stamps trades at the matching engine and delivers them within
     # milliseconds; 2 s covers network jitter without delaying candles much.
     allowed_lateness_seconds: float = 2.0
+    # a trade stamped more than this after the moment it was received is a dead letter
+    # (a clock that far off, or a hostile record, would otherwise close or open
+    # windows up to its time: one empty candle per window)
+    max_ahead_seconds: float = 60.0
     max_feature_age_seconds: float = 120.0  # 0 = never stale (replayed history)
     # the API keeps a symbol's feature row this long per worker (0 = read Redis every request)
     feature_cache_seconds: float = 0.1
@@ -215,6 +219,7 @@ class Settings:
             window_seconds=window,
             horizon_seconds=horizon,
             allowed_lateness_seconds=number("ALLOWED_LATENESS_SECONDS", d.allowed_lateness_seconds, 0),
+            max_ahead_seconds=number("MAX_AHEAD_SECONDS", d.max_ahead_seconds, 0.001),
             max_feature_age_seconds=number("MAX_FEATURE_AGE_SECONDS", d.max_feature_age_seconds, 0),
             feature_cache_seconds=number("FEATURE_CACHE_SECONDS", d.feature_cache_seconds, 0),
             api_port=api_port,

@@ -13,12 +13,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from tickcast.candles import SymbolWindower
 from tickcast.features import FeatureState
 from tickcast.online import OnlineLearner
-from tickcast.schema import Candle, DeadLetter, FeatureRow, Trade, us_to_iso
+from tickcast.schema import (
+    MAX_TRADE_ID_JUMP,
+    Candle,
+    DeadLetter,
+    FeatureRow,
+    Trade,
+    safe_iso,
+    trade_json,
+)
 
 
 @dataclass(slots=True)
@@ -62,17 +68,14 @@ class ModelSnapshot:
 
 
 def late_dead_letter(t: Trade, emitted_until_us: int | None, lateness_us: int, now_us: int) -> DeadLetter:
-    raw = orjson.dumps(
-        {"symbol": t.symbol, "trade_id": t.trade_id, "timestamp": us_to_iso(t.ts_us),
-         "price": t.price, "qty": t.qty, "side": t.side, "ord_type": t.ord_type}
-    ).decode()
-    until = us_to_iso(emitted_until_us) if emitted_until_us is not None else "?"
+    raw = trade_json(t)
+    until = safe_iso(emitted_until_us) if emitted_until_us is not None else "?"
     return DeadLetter(
         received_at_us=now_us,
         source="pipeline",
         raw=raw,
         reason=(
-            f"late trade: event time {us_to_iso(t.ts_us)} is before {until}, where the {t.symbol} "
+            f"late trade: event time {safe_iso(t.ts_us)} is before {until}, where the {t.symbol} "
             f"candles were already emitted (allowed lateness {lateness_us / 1e6:g} s)"
         ),
         position=f"{t.symbol}#{t.trade_id}",
@@ -90,6 +93,7 @@ class SymbolPipeline:
         self.windower = SymbolWindower(symbol, window_seconds * 1_000_000, lateness_us)
         self.features = FeatureState(window_seconds)
         self.late_count = 0
+        self.max_trade_id: int | None = None  # newest trade id seen (implausible jumps refused)
         self._learner_args = (horizon_seconds, online_model, seed, snapshot_every)
         self.learner: OnlineLearner | None = None
         if symbol:
@@ -124,9 +128,36 @@ class SymbolPipeline:
         name = "online-" + self.symbol.replace("/", "_")
         return ModelSnapshot(name, pickle.dumps(self.learner.model, protocol=5), self.learner.snapshot_meta())
 
+    def _plausible(self, trades: list[Trade], now_us: int, out: StepOutput) -> list[Trade]:
+        """Drop (as dead letters) trades whose id jumps more than MAX_TRADE_ID_JUMP above
+        the newest id of this symbol; the newest id is state (recovered with the rest)."""
+        top = getattr(self, "max_trade_id", None)
+        hi = max(t.trade_id for t in trades)
+        if top is not None and hi <= top + MAX_TRADE_ID_JUMP:  # the common case: one comparison
+            if hi > top:
+                self.max_trade_id = hi
+            return trades
+        kept: list[Trade] = []
+        for t in trades:
+            if top is not None and t.trade_id > top + MAX_TRADE_ID_JUMP:
+                out.dead_letters.append(DeadLetter(
+                    now_us, "pipeline", trade_json(t),
+                    f"implausible trade_id {t.trade_id}: more than {MAX_TRADE_ID_JUMP:,} above the newest "
+                    f"{t.symbol} trade ({top}); not accepted as a new high-water mark", f"{t.symbol}#{t.trade_id}"))
+                continue
+            if top is None or t.trade_id > top:
+                top = t.trade_id
+            kept.append(t)
+        self.max_trade_id = top
+        return kept
+
     def on_trades(self, trades: Iterable[Trade], now_us: int = 0) -> StepOutput:
-        candles, late = self.windower.push(trades)
         out = StepOutput()
+        if not isinstance(trades, list):
+            trades = list(trades)
+        if trades:
+            trades = self._plausible(trades, now_us, out)
+        candles, late = self.windower.push(trades)
         if late:
             self.late_count += len(late)
             w = self.windower

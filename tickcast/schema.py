@@ -50,6 +50,26 @@ def us_to_iso(us: int) -> str:
     return us_to_dt(us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def safe_iso(us: int) -> str:
+    """:func:`us_to_iso`, or a plain count for times no datetime can hold (year < 1 or
+    > 9999: a hostile record's), for messages that must never raise.
+
+    >>> safe_iso(-62_200_000_000_000_000)
+    '-62200000000000000 µs since the epoch'
+    """
+    try:
+        return us_to_iso(us)
+    except (ValueError, OverflowError, OSError):
+        return f"{us} µs since the epoch"
+
+
+# Kraken numbers each symbol's trades 1, 2, 3, …; a trade whose id is this far above the
+# newest one seen is not believed (at BTC/USD's pace, months of trading): it becomes a
+# dead letter instead of a new high-water mark that would make every later trade look
+# like a repeat (a single record with id 2^63-1 did that), or a gap of billions to fill.
+MAX_TRADE_ID_JUMP = 10_000_000
+
+
 class Trade(NamedTuple):
     """One executed trade, normalised from any source (live, REST, CSV, simulator).
 
@@ -113,3 +133,13 @@ class FeatureRow:
     close: float  # price at ts: the candle's close (last trade at or before ts)
     values: dict[str, float] = field(default_factory=dict)  # name -> value (NaN = not warm yet)
     feature_set_version: str = ""
+
+
+def trade_json(t: Trade) -> str:
+    """A trade as the JSON a dead letter keeps of it (never raises)."""
+    import orjson
+
+    return orjson.dumps(
+        {"symbol": t.symbol[:64], "trade_id": t.trade_id, "timestamp": safe_iso(t.ts_us),
+         "price": t.price, "qty": t.qty, "side": t.side, "ord_type": t.ord_type}
+    ).decode()

@@ -72,7 +72,7 @@ from tickcast.kraken import (
     subscribe_message,
     trades_to_message,
 )
-from tickcast.schema import Trade
+from tickcast.schema import MAX_TRADE_ID_JUMP, Trade
 
 log = logging.getLogger("tickcast.live")
 
@@ -149,6 +149,10 @@ class ClientConfig:
         return replace(cfg, **overrides)
 
 
+_MAX_FRAMES_QUEUED = 10_000  # frames read but not yet handled, per connection
+_MAX_EVENTS_QUEUED = 50_000  # events handed to the flow but not yet taken
+
+
 @dataclass
 class ClientStats:
     """Counters of one client (they become metrics)."""
@@ -165,6 +169,7 @@ class ClientStats:
     recovered: int = 0  # unfilled trade ids that arrived later after all
     duplicates: int = 0  # trades dropped as already delivered
     malformed: int = 0  # frames that were not valid messages (or held invalid trades)
+    backpressure: int = 0  # times a bounded queue was full and reading paused (not in ingest_stats)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -397,7 +402,7 @@ class KrakenClient:
                     frame = await asyncio.wait_for(ws.recv(decode=False), max(0.0, deadline - loop.time()))
                 except TimeoutError:
                     if pinged:
-                        q.put_nowait(_ConnectionDead(f"no message for {silence:g} s (heartbeats included)"))
+                        await q.put(_ConnectionDead(f"no message for {silence:g} s (heartbeats included)"))
                         return
                     pinged = True
                     self._req += 1
@@ -406,11 +411,14 @@ class KrakenClient:
                     continue
                 last = loop.time()
                 pinged = False
-                q.put_nowait(frame if isinstance(frame, bytes) else frame.encode())
+                item = frame if isinstance(frame, bytes) else frame.encode()
+                if q.full():
+                    self.stats.backpressure += 1
+                await q.put(item)
         except ConnectionClosed as e:
             rcvd = e.rcvd
             code = rcvd.code if rcvd is not None else 1006
-            q.put_nowait(_ConnectionDead(f"connection closed (code {code})"))
+            await q.put(_ConnectionDead(f"connection closed (code {code})"))
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - any socket failure means: reconnect
@@ -425,7 +433,9 @@ class KrakenClient:
 
     async def _run_session(self, ws: Any) -> AsyncIterator[Event]:
         loop = asyncio.get_running_loop()
-        q: asyncio.Queue[bytes | _ConnectionDead] = asyncio.Queue()
+        # bounded: a consumer that cannot keep up pauses the reader (the socket backs up;
+        # Kraken may drop us, and the reconnect fills the gap from REST), never memory
+        q: asyncio.Queue[bytes | _ConnectionDead] = asyncio.Queue(maxsize=_MAX_FRAMES_QUEUED)
         reader = loop.create_task(self._reader(ws, q))
         self._frame = 0
         self.complete_since_us = None
@@ -551,6 +561,12 @@ class KrakenClient:
                     self.stats.duplicates += 1
                     intact = False
                 continue
+            if hw is not None and tid > hw[0] + MAX_TRADE_ID_JUMP:
+                # not believed: no fill of millions of ids, no new high-water mark; delivered
+                # as it is, the pipeline makes it a dead letter
+                intact = False
+                out.append(t)
+                continue
             if hw is not None and tid > hw[0] + 1:
                 intact = False
                 if out:
@@ -586,7 +602,8 @@ class KrakenClient:
         want = before - after_id - 1
         log.info("%s: trade_ids %d..%d missing; filling from REST", symbol, after_id + 1, before - 1)
         got = after_id
-        holes: list[int] = []
+        holes: list[int] = []  # the first _MAX_MISSING ids REST skipped
+        n_holes = 0
         # 1 ms before the last delivered trade: REST and WS round times differently
         since = after_ts * 1000 - 1_000_000
         failures = 0
@@ -619,7 +636,10 @@ class KrakenClient:
                     break
                 if tid > got:
                     if tid > got + 1:
-                        holes.extend(range(got + 1, tid))
+                        n_holes += tid - got - 1
+                        room = _MAX_MISSING - len(holes)
+                        if room > 0:  # capped before it is built
+                            holes.extend(range(got + 1, min(tid, got + 1 + room)))
                     page.append(t)
                     got = tid
             if page:
@@ -639,14 +659,17 @@ class KrakenClient:
                 continue
             if nxt is not None and nxt > since:
                 since = nxt
-        unfilled = holes + list(range(got + 1, before))
-        if unfilled:
-            self.stats.unfilled += len(unfilled)
+        n_unfilled = n_holes + max(0, before - got - 1)
+        if n_unfilled:
+            # lists capped before they are built: a gap of billions costs what a small one does
+            unfilled = holes + list(range(got + 1, min(before, got + 1 + max(0, _MAX_MISSING - len(holes)))))
+            self.stats.unfilled += n_unfilled
             m = self._missing.setdefault(symbol, set())
             if len(m) < _MAX_MISSING:
                 m.update(unfilled[: _MAX_MISSING - len(m)])
+            first = holes[0] if holes else got + 1
             log.warning("%s: REST could not provide %d of %d missing trades (ids %d..%d)",
-                        symbol, len(unfilled), want, unfilled[0], unfilled[-1])
+                        symbol, n_unfilled, want, first, before - 1)
         else:
             log.info("%s: filled %d trades from REST", symbol, want)
 
@@ -662,7 +685,7 @@ class ClientThread:
     def __init__(self, config: ClientConfig, resume: Resume | None = None) -> None:
         self.ready = threading.Event()
         self.client = KrakenClient(config, resume, on_ready=self.ready.set)
-        self._q: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._q: queue.Queue[Event] = queue.Queue(maxsize=_MAX_EVENTS_QUEUED)  # bounded: see _pump
         self._error: BaseException | None = None
         self._done = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -694,7 +717,13 @@ class ClientThread:
         agen = self.client.stream()
         try:
             async for ev in agen:
-                self._q.put(ev)
+                while True:  # a full queue (the flow is behind) pauses the client, not its timers
+                    try:
+                        self._q.put_nowait(ev)
+                        break
+                    except queue.Full:
+                        self.client.stats.backpressure += 1
+                        await asyncio.sleep(0.005)
         finally:
             await agen.aclose()  # type: ignore[attr-defined]
 
