@@ -8,8 +8,9 @@ random walk with random features (query cost does not depend on them); predictio
 model metrics cover the newest day only. Then times, on both, best of ``--repeat``:
 
   * dashboard — ``api.dashboard.build`` for the newest hour (every query the page makes);
-  * newest    — the newest feature row of one symbol
-                (``SELECT * FROM features WHERE symbol = … ORDER BY ts DESC LIMIT 1``);
+  * newest    — the newest feature row of one symbol (``OfflineStore.newest``; also timed
+                as plain SQL on the view, ``newest_sql``: ``SELECT * FROM features WHERE
+                symbol = … ORDER BY ts DESC LIMIT 1``, which has no time bound, for comparison);
   * train     — training's read of the newest 30 days of one symbol
                 (``models.dataset.load_features``);
 and prints each long/short ratio (target: <= 2) plus the write throughput.
@@ -112,7 +113,7 @@ def timings(url: str, repeat: int) -> dict[str, float]:
 
     store = open_offline(url, read_only=True)
     settings = SimpleNamespace(window_seconds=WINDOW_S, symbols=list(SYMBOLS), horizon_seconds=60)
-    out: dict[str, list[float]] = {"dashboard": [], "newest": [], "train": []}
+    out: dict[str, list[float]] = {"dashboard": [], "newest": [], "newest_sql": [], "train": []}
     try:
         store.query("SELECT 1")  # the session, outside the timings
         for _ in range(repeat):
@@ -122,11 +123,16 @@ def timings(url: str, repeat: int) -> dict[str, float]:
             if len(payload["series"]["price"]) < 300 or not payload["series"]["mae_online"]:
                 raise SystemExit(f"dashboard payload incomplete on {url}")
             t = time.perf_counter()
-            row = store.query("SELECT * FROM features WHERE symbol = {s:String} ORDER BY ts DESC LIMIT 1",
-                              {"s": "ETH/USD"}).result_rows
+            row = store.newest("features", "ETH/USD")
             out["newest"].append(time.perf_counter() - t)
-            if not row or int(row[0][1].timestamp() * 1e6) != END_US:
-                raise SystemExit(f"newest row wrong on {url}: {row[:1]}")
+            if row is None or int(row["ts"].timestamp() * 1e6) != END_US:
+                raise SystemExit(f"newest row wrong on {url}: {row}")
+            t = time.perf_counter()
+            rows = store.query("SELECT * FROM features WHERE symbol = {s:String} ORDER BY ts DESC LIMIT 1",
+                               {"s": "ETH/USD"}).result_rows
+            out["newest_sql"].append(time.perf_counter() - t)
+            if [*row.values()] != list(rows[0]):
+                raise SystemExit(f"newest() and the SQL disagree on {url}")
             t = time.perf_counter()
             df = load_features(store, ["BTC/USD"], END_US - 30 * DAY_US, None)
             out["train"].append(time.perf_counter() - t)
@@ -160,7 +166,7 @@ def main() -> None:
             res[days] = timings(url, args.repeat)
         s, lg = res[args.short], res[args.long]
         print(f"\n{'query':10s} {args.short:>6d} d (ms) {args.long:>6d} d (ms)  ratio  (target <= 2; best of {args.repeat})")
-        for k in ("dashboard", "newest", "train"):
+        for k in ("dashboard", "newest", "train", "newest_sql"):
             print(f"{k:10s} {s[k] * 1e3:12.1f} {lg[k] * 1e3:12.1f}  {lg[k] / s[k]:5.2f}")
     finally:
         if args.keep is None:

@@ -105,6 +105,30 @@ def test_schema_empty_tables_and_types(store: OfflineStore) -> None:
     assert feature_cols[3:-1] == list(FEATURE_NAMES) and feature_cols[-1] == "feature_set_version"
 
 
+def test_newest_row_of_a_symbol(store: OfflineStore, tmp_path: Path) -> None:
+    """newest(): the row with the greatest time of one symbol, newest version, across
+    monthly partitions (the lake reads the newest partitions only); same on both backends."""
+    month = 31 * 86_400_000_000 // W  # windows per 31 days
+    for k in range(4):  # 4 months of BTC, oldest first, 3 windows each
+        store.insert("candles", candles_to_arrow(candles(3, close=float(k), start=k * month)))
+    store.insert("candles", candles_to_arrow(candles(2, close=7.0, symbol="ETH/USD")))  # ETH: only the oldest month
+    newest = 3 * month + 2
+    store.insert("candles", candles_to_arrow(candles(1, close=9.0, start=newest)))  # a newer version of it
+    row = store.newest("candles", "BTC/USD")
+    assert row is not None and (row["close"], row["trades"]) == (9.0, 1)
+    assert row["window_start"] == datetime.fromtimestamp((T0 + newest * W) / 1e6, tz=UTC)
+    eth = store.newest("candles", "ETH/USD")
+    assert eth is not None and eth["close"] == 7.0 and eth["window_start"] == datetime.fromtimestamp((T0 + W) / 1e6, UTC)
+    assert store.newest("candles", "SOL/USD") is None and store.newest("features", "BTC/USD") is None
+    want = store.query("SELECT * FROM candles WHERE symbol = 'BTC/USD' ORDER BY window_start DESC LIMIT 1")
+    assert [row[c] for c in want.column_names] == list(want.result_rows[0])
+    with pytest.raises(StoreError, match="no symbol column"):
+        store.newest("dead_letters", "BTC/USD")
+    if isinstance(store, LakeStore):  # one partition (UTC month) per part name
+        months = {p.name[:8] for p in (store.root / "candles").glob("*.parquet")}
+        assert len(months) >= 4 and all(m.startswith("p") and m[1:7].isdigit() for m in months), months
+
+
 def test_one_row_per_key_newest_wins(store: OfflineStore) -> None:
     store.insert("candles", candles_to_arrow(candles(50, close=1.0)))
     store.insert("candles", candles_to_arrow(candles(50, close=2.0)))  # same keys, newer version

@@ -105,6 +105,17 @@ class OfflineStore(ABC):
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
         return self._run(lambda c: c.query_arrow(sql, parameters=parameters, use_strings=True))
 
+    def newest(self, table: str, symbol: str) -> dict[str, Any] | None:
+        """The row of ``symbol`` with the greatest time (``Table.time``: ``window_start`` for
+        candles, ``ts`` for features, …) as ``{column: value}``, or None. Ties (e.g. two
+        model versions at one ``ts``) go to the newest insert. Its cost does not grow with
+        history: a server reads its ``(symbol, time)``-ordered table; the lake reads only
+        its newest partitions."""
+        t = _symbol_table(table)
+        res = self.query(f"SELECT * FROM `{table}` WHERE symbol = {{symbol:String}} "
+                         f"ORDER BY `{t.time}` DESC LIMIT 1", {"symbol": symbol})
+        return dict(zip(res.column_names, res.result_rows[0], strict=True)) if res.result_rows else None
+
     def raw(self, sql: str, fmt: str = "Pretty") -> bytes:
         """The result in a ClickHouse output format (CSV, TSV, JSONEachRow, Pretty, …)."""
         return bytes(self._run(lambda c: c.raw_query(sql, fmt=fmt, settings=RAW_SETTINGS)))
@@ -116,6 +127,14 @@ class OfflineStore(ABC):
         self.close()
 
 
+def _symbol_table(table: str) -> Any:
+    t = table_def(table)
+    if "symbol" not in t.names:
+        raise StoreError(f"{table} has no symbol column; newest() takes one of "
+                         f"{', '.join(n for n, d in TABLES.items() if 'symbol' in d.names)}")
+    return t
+
+
 # -- the embedded Parquet lake ----------------------------------------------------
 
 PART_SUFFIX = ".parquet"
@@ -123,6 +142,7 @@ TMP_PREFIX = ".tmp-"  # hidden and not *.parquet: invisible to readers and compa
 LOCK_NAME = ".compact.lock"  # per table: one compactor at a time, across processes
 READERS_LOCK = ".readers.lock"  # per lake: queries hold it shared; deleting parts takes it exclusive
 DELETE_LOCK = ".delete.lock"  # per lake: the turnstile a deleter closes to get the readers' lock
+PARTITION_PREFIX = "p"  # p<YYYYMM>-…: the UTC month of the rows' time column
 STALE_TMP_SECONDS = 3600.0
 READ_RETRIES = 3
 
@@ -249,9 +269,32 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def write_part(d: Path, data: pa.Table) -> Path:
-    """Atomically add one immutable part to a table directory; returns its path."""
-    name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:12]}{PART_SUFFIX}"
+def part_partition(name: str) -> str:
+    """The partition of a part file name (``p202601-…`` -> ``"202601"``; ``""`` for parts
+    written before partitions existed)."""
+    if name.startswith(PARTITION_PREFIX) and name[7:8] == "-" and name[1:7].isdigit():
+        return name[1:7]
+    return ""
+
+
+def partitions_of(table: str, data: pa.Table) -> list[tuple[str, pa.Table]]:
+    """Split rows by the UTC month of the table's time column: ``[("202601", rows), …]``."""
+    import numpy as np
+
+    col = data.column(table_def(table).time)
+    us = col.cast(pa.int64()).to_numpy()
+    months = us.astype("datetime64[us]").astype("datetime64[M]")
+    uniq = np.unique(months)
+    if len(uniq) == 1:
+        return [(str(uniq[0]).replace("-", ""), data)]
+    return [(str(m).replace("-", ""), data.filter(pa.array(months == m))) for m in uniq]
+
+
+def write_part(d: Path, data: pa.Table, partition: str = "") -> Path:
+    """Atomically add one immutable part to a table directory; returns its path.
+    ``partition`` (``YYYYMM``) prefixes the name: ``p202601-<time_ns>-<pid>-<random>.parquet``."""
+    prefix = f"{PARTITION_PREFIX}{partition}-" if partition else ""
+    name = f"{prefix}{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:12]}{PART_SUFFIX}"
     tmp = d / f"{TMP_PREFIX}{name}.partial"
     try:
         with open(tmp, "wb") as f:
@@ -334,7 +377,8 @@ class LakeStore(OfflineStore):
             (self.root / READERS_LOCK).touch()
             (self.root / DELETE_LOCK).touch()
         (self.root / DELETE_LOCK).touch()
-        write_part(d, data)
+        for partition, rows in partitions_of(table, data):
+            write_part(d, rows, partition)
         if self.part_count(table) > self.max_parts:
             self.compact(table)
 
@@ -366,11 +410,13 @@ class LakeStore(OfflineStore):
             self._compacting.release()
 
     def _compact_locked(self, d: Path, key: list[str]) -> int:
+        """Merge the small parts of ONE partition — the one with the most of them — into
+        one deduplicated part. Parts written before partitions existed are merged with
+        every small part and come out split by partition (the layout migrates)."""
         now = time.time()
-        small: list[Path] = []
-        budget = 2 * self.small_part_bytes
+        groups: dict[str, list[tuple[Path, int]]] = {}
         with os.scandir(d) as it:
-            entries = sorted(it, key=lambda e: e.name)  # names start with time_ns: oldest first
+            entries = sorted(it, key=lambda e: e.name)  # per partition, names start with time_ns: oldest first
         for e in entries:
             try:
                 st = e.stat()
@@ -384,10 +430,20 @@ class LakeStore(OfflineStore):
             if (not e.name.endswith(PART_SUFFIX) or e.name.startswith(".") or st.st_size >= self.small_part_bytes
                     or _sweeper.pending(Path(e.path))):
                 continue
-            if st.st_size > budget and small:
+            groups.setdefault(part_partition(e.name), []).append((Path(e.path), st.st_size))
+        if not groups:
+            return 0
+        if "" in groups:  # a lake from before partitions: migrate, merging everything small
+            partition, candidates = "", [c for _, g in sorted(groups.items()) for c in g]
+        else:
+            partition, candidates = max(groups.items(), key=lambda kv: len(kv[1]))
+        small: list[Path] = []
+        budget = 2 * self.small_part_bytes
+        for path, size in candidates:
+            if size > budget and small:
                 break
-            budget -= st.st_size
-            small.append(Path(e.path))
+            budget -= size
+            small.append(path)
         tables, read = [], []
         for p in small:
             try:
@@ -400,8 +456,12 @@ class LakeStore(OfflineStore):
         if len(read) < 2:
             return 0
         merged = pa.concat_tables(tables, promote_options="default")
-        conformed = conform(d.name, merged)  # old parts may lack newer columns
-        write_part(d, newest_per_key(conformed, key))
+        conformed = newest_per_key(conform(d.name, merged), key)  # old parts may lack newer columns
+        if partition:
+            write_part(d, conformed, partition)
+        else:
+            for part, rows in partitions_of(d.name, conformed):
+                write_part(d, rows, part)
         # The merged part is durable: its inputs may go, once no query is reading
         # them (a reader that lists the files must be able to open them).
         if not _delete_unread(self.root, read, wait_s=0.05):
@@ -469,6 +529,58 @@ class LakeStore(OfflineStore):
                 self.read_retries += 1
                 time.sleep(0.02 * (attempt + 1))  # a compaction replaced parts mid-read
         raise AssertionError("unreachable")
+
+    def _parts_by_partition(self, table: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        try:
+            with os.scandir(self.root / table) as it:
+                for e in it:
+                    if e.name.endswith(PART_SUFFIX) and not e.name.startswith("."):
+                        out.setdefault(part_partition(e.name), []).append(e.name)
+        except FileNotFoundError:
+            pass
+        return out
+
+    def newest(self, table: str, symbol: str) -> dict[str, Any] | None:
+        """See :meth:`OfflineStore.newest`. Rows are partitioned by the month of the time
+        column and a key always falls in one partition, so the newest row of a symbol is
+        in the newest partition holding that symbol: partitions are probed newest first
+        (parts from before partitions existed, if any, are read with every probe), each
+        probe reads only its own parts (listed by name) and deduplicates its own rows."""
+        t = _symbol_table(table)
+        for attempt in range(READ_RETRIES + 1):
+            try:
+                return self._newest(table, t, symbol)
+            except Exception as e:
+                if attempt == READ_RETRIES or not _is_vanished_part(e):
+                    raise
+                self.read_retries += 1  # a compaction replaced parts since they were listed
+                time.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _newest(self, table: str, t: Any, symbol: str) -> dict[str, Any] | None:
+        parts = self._parts_by_partition(table)
+        if any(ch in n for names in parts.values() for n in names for ch in "{},*?[]\\'"):
+            return super().newest(table, symbol)  # a name a glob cannot list: the plain query
+        legacy = parts.pop("", [])
+        order = sorted(parts, reverse=True)
+        probes = [[p] for p in order[:2]]
+        if len(order) > 2:
+            probes.append(order[2:])  # not in the two newest months: read the rest at once
+        if not probes:
+            probes = [[]]
+        d = _sql_string(str(self.root / table))
+        for months in probes:
+            names = legacy + [n for m in months for n in parts[m]]
+            if not names:
+                continue
+            glob = "{" + ",".join(_sql_string(n) for n in names) + "}" if len(names) > 1 else _sql_string(names[0])
+            sql = (f"SELECT * EXCEPT {VERSION} FROM file('{d}/{glob}', Parquet, '{_sql_string(t.columns_sql())}') "
+                   f"WHERE symbol = {{symbol:String}} ORDER BY `{t.time}` DESC, {VERSION} DESC LIMIT 1")
+            res = self.query(sql, {"symbol": symbol})
+            if res.result_rows:
+                return dict(zip(res.column_names, res.result_rows[0], strict=True))
+        return None
 
     def close(self) -> None:
         _sweeper.flush(2.0)  # deletions this process deferred (instant when there are none)
