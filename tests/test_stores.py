@@ -129,6 +129,36 @@ def test_newest_row_of_a_symbol(store: OfflineStore, tmp_path: Path) -> None:
         assert len(months) >= 4 and all(m.startswith("p") and m[1:7].isdigit() for m in months), months
 
 
+def test_retention_drops_old_rows_and_keeps_recent_ones(store: OfflineStore) -> None:
+    """Per-table retention on both backends (a TTL on the server; expired partitions
+    dropped and the straddling one rewritten in the lake): old rows leave, recent ones
+    stay, and tables kept forever lose nothing."""
+    from tickcast.stores.retention import retention_days
+
+    store.retention = retention_days({"TICKCAST_RETENTION_DAYS_DEAD_LETTERS": "30"})  # type: ignore[attr-defined]
+    assert store.retention["candles"] == 0 and store.retention["dead_letters"] == 30  # type: ignore[attr-defined]
+    store.ensure_schema()  # the server backend puts the TTL on its table here
+    day = 86_400_000_000
+    now = time.time_ns() // 1000
+    ages = [400, 100, 45, 31, 29, 10, 0]  # days
+    store.insert("dead_letters", dead_letters_to_arrow(
+        [DeadLetter(now - a * day, "test", f"raw {a}", "bad", str(a)) for a in ages]))
+    store.insert("candles", candles_to_arrow([Candle("BTC/USD", now - a * day, now - a * day + W, 1.0, 1.0, 1.0, 1.0,
+                                                     1.0, 1.0, 1, 0.5, 0.5) for a in ages]))
+    store.expire(now_us=now + 60_000_000)
+    kept = [int(p) for (p,) in store.query("SELECT position FROM dead_letters ORDER BY received_at").result_rows]
+    assert kept == [29, 10, 0]
+    assert store.query("SELECT count() FROM candles").result_rows == [(len(ages),)]
+    if isinstance(store, LakeStore):
+        store.close()  # deletions deferred while a query held the lake
+        months = {p.name[1:7] for p in (store.root / "dead_letters").glob("*.parquet")}
+        assert len(months) <= 2  # the old partitions' parts are gone, not just filtered
+    with pytest.raises(StoreError, match="TICKCAST_RETENTION_DAYS_DEAD_LETTERS"):
+        retention_days({"TICKCAST_RETENTION_DAYS_DEAD_LETTERS": "-1"})
+    with pytest.raises(StoreError, match="unknown table"):
+        retention_days({"TICKCAST_RETENTION_DAYS_CANDLE": "3"})
+
+
 def test_one_row_per_key_newest_wins(store: OfflineStore) -> None:
     store.insert("candles", candles_to_arrow(candles(50, close=1.0)))
     store.insert("candles", candles_to_arrow(candles(50, close=2.0)))  # same keys, newer version

@@ -59,6 +59,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tickcast.stores.errors import StoreError, StoreUnavailable
+from tickcast.stores.retention import retention_days
 from tickcast.stores.tables import TABLES, VERSION, conform, table_def
 
 __all__ = ["ClickHouseStore", "LakeStore", "OfflineStore", "StoreError", "StoreUnavailable", "open_offline"]
@@ -87,6 +88,12 @@ class OfflineStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections/sessions (the store may not be used afterwards)."""
+
+    @abstractmethod
+    def expire(self, table: str | None = None, now_us: int | None = None) -> int:
+        """Apply retention (:mod:`tickcast.stores.retention`) to ``table`` (default: all)
+        now; returns how many parts were dropped or rewritten (lake) or tables optimised
+        (server). Writers apply it by themselves; this is for maintenance and tests."""
 
     @abstractmethod
     def _run(self, fn: Callable[[Any], T]) -> T:
@@ -144,6 +151,8 @@ READERS_LOCK = ".readers.lock"  # per lake: queries hold it shared; deleting par
 DELETE_LOCK = ".delete.lock"  # per lake: the turnstile a deleter closes to get the readers' lock
 PARTITION_PREFIX = "p"  # p<YYYYMM>-…: the UTC month of the rows' time column
 STALE_TMP_SECONDS = 3600.0
+EXPIRE_EVERY_SECONDS = 3600.0  # a writer applies retention to a table at most this often
+DAY_US = 86_400_000_000
 READ_RETRIES = 3
 
 
@@ -340,13 +349,18 @@ class LakeStore(OfflineStore):
 
     ``max_parts``: compact a table when it has more parts than this.
     ``small_part_bytes``: only parts smaller than this are merged, and one compaction
-    reads at most about twice this much, so memory stays bounded."""
+    reads at most about twice this much, so memory stays bounded.
+    ``retention``: days to keep per table (:func:`tickcast.stores.retention.retention_days`;
+    :func:`open_offline` reads it from the environment); a writer applies it to a table
+    it inserts into at most every :data:`EXPIRE_EVERY_SECONDS`."""
 
     _compacting = threading.Lock()  # one compaction at a time per process (flock: per host)
 
     def __init__(self, root: Path | str, *, max_parts: int = 64, small_part_bytes: int = 32 << 20,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, retention: dict[str, int] | None = None) -> None:
         self.root = Path(root).resolve()
+        self.retention = dict(retention or {})  # days per table, 0/absent = forever
+        self._expired_at: dict[str, float] = {}  # monotonic time of the last retention pass per table
         self.max_parts = max_parts
         self.small_part_bytes = small_part_bytes
         self.read_only = read_only
@@ -381,6 +395,11 @@ class LakeStore(OfflineStore):
             write_part(d, rows, partition)
         if self.part_count(table) > self.max_parts:
             self.compact(table)
+        if self.retention.get(table, 0) > 0:
+            last = self._expired_at.get(table)
+            if last is None or time.monotonic() - last >= EXPIRE_EVERY_SECONDS:
+                self._expired_at[table] = time.monotonic()
+                self.expire(table)
 
     def part_count(self, table: str) -> int:
         try:
@@ -408,6 +427,64 @@ class LakeStore(OfflineStore):
                     fcntl.flock(lock, fcntl.LOCK_UN)
         finally:
             self._compacting.release()
+
+    def expire(self, table: str | None = None, now_us: int | None = None) -> int:
+        """Drop rows older than the table's retention: whole parts of expired months are
+        deleted, parts of the month holding the cutoff (and parts from before
+        partitions existed) are rewritten without their expired rows. Runs under the
+        table's compaction lock; replaced parts are deleted under the readers' lock (a
+        running query keeps its view of them). Returns parts dropped or rewritten."""
+        now = time.time_ns() // 1000 if now_us is None else now_us
+        done = 0
+        for name in [table] if table else list(TABLES):
+            days = self.retention.get(name, 0)
+            d = self.root / name
+            if days <= 0 or not d.is_dir():
+                continue
+            with self._compacting, open(d / LOCK_NAME, "a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # waits for a compaction of this table
+                try:
+                    done += self._expire_locked(d, now - days * DAY_US)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        return done
+
+    def _expire_locked(self, d: Path, cutoff_us: int) -> int:
+        import pyarrow.compute as pc
+
+        col = table_def(d.name).time
+        cutoff_month = partitions_of(d.name, pa.table({col: pa.array([cutoff_us], pa.int64()).cast(
+            pa.timestamp("us", tz="UTC"))}))[0][0]
+        cutoff = pa.scalar(cutoff_us, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+        doomed: list[Path] = []
+        with os.scandir(d) as it:
+            parts = sorted(Path(e.path) for e in it if e.name.endswith(PART_SUFFIX) and not e.name.startswith("."))
+        for p in parts:
+            if _sweeper.pending(p):
+                continue
+            month = part_partition(p.name)
+            if month and month < cutoff_month:
+                doomed.append(p)
+                continue
+            if month and month > cutoff_month:
+                continue
+            try:
+                t = pq.read_table(p)  # type: ignore[no-untyped-call]
+            except OSError:
+                if p.exists():
+                    raise
+                continue
+            keep = pc.greater_equal(t.column(col), cutoff)  # type: ignore[attr-defined]
+            kept = t.filter(keep)
+            if kept.num_rows == t.num_rows:
+                continue
+            if kept.num_rows:
+                for part, rows in partitions_of(d.name, conform(d.name, kept)):
+                    write_part(d, rows, part)
+            doomed.append(p)
+        if doomed and not _delete_unread(self.root, doomed, wait_s=0.05):
+            _sweeper.submit(self.root, doomed)
+        return len(doomed)
 
     def _compact_locked(self, d: Path, key: list[str]) -> int:
         """Merge the small parts of ONE partition — the one with the most of them — into
@@ -603,9 +680,11 @@ class ClickHouseStore(OfflineStore):
     one on the embedded engine (``chdb://…``), which speaks the same API."""
 
     def __init__(self, url: str, *, read_only: bool = False, connect_timeout: float = 5.0,
-                 send_receive_timeout: float = 120.0, _client: Any = None) -> None:
+                 send_receive_timeout: float = 120.0, retention: dict[str, int] | None = None,
+                 _client: Any = None) -> None:
         self.url = _redact(url)
         self.read_only = read_only
+        self.retention = dict(retention or {})  # days per table: a TTL on <name>_data (0 = none)
         self._lock = threading.Lock()  # one HTTP session: one query at a time
         if _client is None:
             import clickhouse_connect
@@ -636,6 +715,18 @@ class ClickHouseStore(OfflineStore):
             for name, t in TABLES.items():
                 c.command(f"CREATE TABLE IF NOT EXISTS `{name}_data` ({t.columns_sql()}) "
                           f"ENGINE = ReplacingMergeTree({VERSION}) ORDER BY ({t.key_sql()})")
+            engines = dict(c.query("SELECT name, engine_full FROM system.tables "
+                                   "WHERE database = currentDatabase()").result_rows)
+            for name, t in TABLES.items():  # retention: a TTL on the time column, kept in step
+                if self.read_only:
+                    break  # readers (the API, `tickcast sql`) leave the table settings alone
+                days = self.retention.get(name, 0)
+                engine = engines.get(f"{name}_data", "")
+                ttl = f"toDateTime(`{t.time}`) + toIntervalDay({days})"
+                if days > 0 and f"toIntervalDay({days})" not in engine:
+                    c.command(f"ALTER TABLE `{name}_data` MODIFY TTL {ttl}")
+                elif days <= 0 and " TTL " in engine:
+                    c.command(f"ALTER TABLE `{name}_data` REMOVE TTL")
             have: dict[str, list[str]] = {}
             for table, column in c.query(
                     "SELECT table, name FROM system.columns WHERE database = currentDatabase() "
@@ -659,6 +750,15 @@ class ClickHouseStore(OfflineStore):
         if data.num_rows:
             self._run(lambda c: c.insert_arrow(f"{table}_data", data))
 
+    def expire(self, table: str | None = None, now_us: int | None = None) -> int:
+        """The server drops expired rows in its merges; this forces it now (``OPTIMIZE …
+        FINAL`` on each table with a retention — heavy on big tables). ``now_us`` is
+        ignored: a server's TTL goes by its own clock."""
+        names = [n for n in ([table] if table else list(TABLES)) if self.retention.get(n, 0) > 0]
+        for name in names:
+            self._run(lambda c, n=name: c.command(f"OPTIMIZE TABLE `{n}_data` FINAL"))
+        return len(names)
+
     def close(self) -> None:
         with self._lock, contextlib.suppress(Exception):
             self._c.close()
@@ -668,7 +768,8 @@ def open_offline(url: str, *, read_only: bool = False) -> OfflineStore:
     """``chdb:///abs/dir`` -> :class:`LakeStore`; ``http(s)://…`` -> :class:`ClickHouseStore`.
 
     ``read_only`` says the caller mostly reads: the lake's ``ensure_schema`` then
-    creates no directories (its views need none). Inserts are still allowed (e.g.
+    creates no directories (its views need none). Retention per table comes from the
+    environment (:mod:`tickcast.stores.retention`); a bad value raises :class:`StoreError`. Inserts are still allowed (e.g.
     ``tickcast train`` reads features and records a ``training_runs`` row).
 
     >>> open_offline("chdb:///tmp/tickcast-doc", read_only=True)
@@ -678,7 +779,7 @@ def open_offline(url: str, *, read_only: bool = False) -> OfflineStore:
         path = url[len("chdb://"):]
         if not path.startswith("/"):
             raise StoreError(f"embedded offline store URL must be chdb:///absolute/path; got {url!r}")
-        return LakeStore(Path(path), read_only=read_only)
+        return LakeStore(Path(path), read_only=read_only, retention=retention_days(os.environ))
     if url.startswith(("http://", "https://")):
-        return ClickHouseStore(url, read_only=read_only)
+        return ClickHouseStore(url, read_only=read_only, retention=retention_days(os.environ))
     raise StoreError(f"offline store URL must be chdb:///abs/path or http(s)://…; got {_redact(url)!r}")
