@@ -335,6 +335,25 @@ def newest_per_key(t: pa.Table, key: list[str]) -> pa.Table:
     return t.filter(pa.concat_arrays([pa.array([True]), first]))
 
 
+def _version_range(path: Path) -> tuple[int, int]:
+    """(min, max) of a part's ``_v`` from its Parquet statistics (the column if absent)."""
+    meta = pq.ParquetFile(path).metadata
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    j = names.index(VERSION)
+    lo: int | None = None
+    hi: int | None = None
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(j).statistics
+        if st is None or not st.has_min_max:
+            import pyarrow.compute as pc
+
+            mm = pc.min_max(pq.read_table(path, columns=[VERSION]).column(VERSION))  # type: ignore[attr-defined]
+            return int(mm["min"].as_py()), int(mm["max"].as_py())
+        lo = st.min if lo is None else min(lo, st.min)
+        hi = st.max if hi is None else max(hi, st.max)
+    return (lo, hi) if lo is not None and hi is not None else (0, 0)
+
+
 def _is_vanished_part(err: Exception) -> bool:
     text = str(err)
     return any(s in text for s in ("FILE_DOESNT_EXIST", "CANNOT_OPEN_FILE", "CANNOT_STAT", "No such file"))
@@ -429,11 +448,12 @@ class LakeStore(OfflineStore):
             self._compacting.release()
 
     def expire(self, table: str | None = None, now_us: int | None = None) -> int:
-        """Drop rows older than the table's retention: whole parts of expired months are
-        deleted, parts of the month holding the cutoff (and parts from before
-        partitions existed) are rewritten without their expired rows. Runs under the
-        table's compaction lock; replaced parts are deleted under the readers' lock (a
-        running query keeps its view of them). Returns parts dropped or rewritten."""
+        """Drop rows written more than the table's retention ago (their ``_v``): parts
+        whose every row expired are deleted whole, parts with some expired rows are
+        rewritten without them (the ``_v`` range of a part comes from its Parquet
+        statistics, so unexpired parts are not read). Runs under the table's compaction
+        lock; replaced parts are deleted under the readers' lock (a running query keeps
+        its view of them). Returns the number of parts dropped or rewritten."""
         now = time.time_ns() // 1000 if now_us is None else now_us
         done = 0
         for name in [table] if table else list(TABLES):
@@ -444,40 +464,33 @@ class LakeStore(OfflineStore):
             with self._compacting, open(d / LOCK_NAME, "a+") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # waits for a compaction of this table
                 try:
-                    done += self._expire_locked(d, now - days * DAY_US)
+                    done += self._expire_locked(d, (now - days * DAY_US) * 1000)
                 finally:
                     fcntl.flock(lock, fcntl.LOCK_UN)
         return done
 
-    def _expire_locked(self, d: Path, cutoff_us: int) -> int:
+    def _expire_locked(self, d: Path, cutoff_v: int) -> int:
         import pyarrow.compute as pc
 
-        col = table_def(d.name).time
-        cutoff_month = partitions_of(d.name, pa.table({col: pa.array([cutoff_us], pa.int64()).cast(
-            pa.timestamp("us", tz="UTC"))}))[0][0]
-        cutoff = pa.scalar(cutoff_us, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
         doomed: list[Path] = []
         with os.scandir(d) as it:
             parts = sorted(Path(e.path) for e in it if e.name.endswith(PART_SUFFIX) and not e.name.startswith("."))
         for p in parts:
             if _sweeper.pending(p):
                 continue
-            month = part_partition(p.name)
-            if month and month < cutoff_month:
-                doomed.append(p)
-                continue
-            if month and month > cutoff_month:
-                continue
             try:
+                lo, hi = _version_range(p)
+                if lo >= cutoff_v:
+                    continue
+                if hi < cutoff_v:
+                    doomed.append(p)
+                    continue
                 t = pq.read_table(p)  # type: ignore[no-untyped-call]
             except OSError:
                 if p.exists():
                     raise
-                continue
-            keep = pc.greater_equal(t.column(col), cutoff)  # type: ignore[attr-defined]
-            kept = t.filter(keep)
-            if kept.num_rows == t.num_rows:
-                continue
+                continue  # replaced by a compaction since listed
+            kept = t.filter(pc.greater_equal(t.column(VERSION), cutoff_v))  # type: ignore[attr-defined]
             if kept.num_rows:
                 for part, rows in partitions_of(d.name, conform(d.name, kept)):
                     write_part(d, rows, part)
@@ -684,7 +697,7 @@ class ClickHouseStore(OfflineStore):
                  _client: Any = None) -> None:
         self.url = _redact(url)
         self.read_only = read_only
-        self.retention = dict(retention or {})  # days per table: a TTL on <name>_data (0 = none)
+        self.retention = dict(retention or {})  # days per table: a TTL on <name>_data's _v (0 = none)
         self._lock = threading.Lock()  # one HTTP session: one query at a time
         if _client is None:
             import clickhouse_connect
@@ -722,7 +735,7 @@ class ClickHouseStore(OfflineStore):
                     break  # readers (the API, `tickcast sql`) leave the table settings alone
                 days = self.retention.get(name, 0)
                 engine = engines.get(f"{name}_data", "")
-                ttl = f"toDateTime(`{t.time}`) + toIntervalDay({days})"
+                ttl = f"toDateTime(intDiv(`{VERSION}`, 1000000000)) + toIntervalDay({days})"  # written + days
                 if days > 0 and f"toIntervalDay({days})" not in engine:
                     c.command(f"ALTER TABLE `{name}_data` MODIFY TTL {ttl}")
                 elif days <= 0 and " TTL " in engine:

@@ -2,9 +2,11 @@
 
 ``TICKCAST_RETENTION_DAYS_<TABLE>`` (e.g. ``TICKCAST_RETENTION_DAYS_DEAD_LETTERS=7``) sets one
 table; ``TICKCAST_RETENTION_DAYS`` sets every table without its own variable; otherwise the
-default below applies. Whole days, ``0`` = keep forever. A row expires when its table's
-time column (:attr:`tickcast.stores.tables.Table.time`: ``window_start``, ``ts``,
-``received_at``, …) is older than that many days before now.
+default below applies. Whole days, ``0`` = keep forever. A row expires that many days
+after it was **written** (its version ``_v``, the insertion time, by the wall clock) —
+not after its event time: a replay or backfill of old history keeps its predictions and
+metrics for the full span, and both backends use the same rule (a ClickHouse TTL on
+``_v``). For a live source the two coincide.
 
 Defaults — market history is the product, diagnostics are not:
 
@@ -22,9 +24,9 @@ table                 days       why
 ====================  =========  =====================================================
 
 Applied on both backends: a ClickHouse server gets a ``TTL`` on the table (its merges
-drop expired rows); the embedded lake drops whole expired monthly partitions and
-rewrites the one partition that straddles the cutoff (under the compaction lock, the
-replaced parts deleted under the readers' lock, like a compaction) — see
+drop expired rows); the embedded lake deletes whole parts whose rows all expired and
+rewrites the parts with some expired rows (under the compaction lock, the replaced
+parts deleted under the readers' lock, like a compaction) — see
 :meth:`tickcast.stores.offline.LakeStore.expire`.
 
 >>> retention_days({"TICKCAST_RETENTION_DAYS_DEAD_LETTERS": "7"})["dead_letters"]
