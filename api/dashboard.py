@@ -103,7 +103,7 @@ def _epoch_ms(t: Any) -> int:
     ``toUnixTimestamp64Milli``)."""
     from datetime import UTC, datetime, timedelta
 
-    return (t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    return int((t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1))
 
 
 def _dt(param: str) -> str:

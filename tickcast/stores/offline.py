@@ -337,7 +337,7 @@ def newest_per_key(t: pa.Table, key: list[str]) -> pa.Table:
 
 def _version_range(path: Path) -> tuple[int, int]:
     """(min, max) of a part's ``_v`` from its Parquet statistics (the column if absent)."""
-    meta = pq.ParquetFile(path).metadata
+    meta = pq.ParquetFile(path).metadata  # type: ignore[no-untyped-call]
     names = [meta.schema.column(i).name for i in range(meta.num_columns)]
     j = names.index(VERSION)
     lo: int | None = None
@@ -347,7 +347,8 @@ def _version_range(path: Path) -> tuple[int, int]:
         if st is None or not st.has_min_max:
             import pyarrow.compute as pc
 
-            mm = pc.min_max(pq.read_table(path, columns=[VERSION]).column(VERSION))  # type: ignore[attr-defined]
+            col = pq.read_table(path, columns=[VERSION]).column(VERSION)  # type: ignore[no-untyped-call]
+            mm = pc.min_max(col)  # type: ignore[attr-defined]
             return int(mm["min"].as_py()), int(mm["max"].as_py())
         lo = st.min if lo is None else min(lo, st.min)
         hi = st.max if hi is None else max(hi, st.max)
@@ -730,7 +731,7 @@ class ClickHouseStore(OfflineStore):
                           f"ENGINE = ReplacingMergeTree({VERSION}) ORDER BY ({t.key_sql()})")
             engines = dict(c.query("SELECT name, engine_full FROM system.tables "
                                    "WHERE database = currentDatabase()").result_rows)
-            for name, t in TABLES.items():  # retention: a TTL on the time column, kept in step
+            for name in TABLES:  # retention: a TTL on _v (written + days), kept in step
                 if self.read_only:
                     break  # readers (the API, `tickcast sql`) leave the table settings alone
                 days = self.retention.get(name, 0)
@@ -768,8 +769,11 @@ class ClickHouseStore(OfflineStore):
         FINAL`` on each table with a retention — heavy on big tables). ``now_us`` is
         ignored: a server's TTL goes by its own clock."""
         names = [n for n in ([table] if table else list(TABLES)) if self.retention.get(n, 0) > 0]
-        for name in names:
-            self._run(lambda c, n=name: c.command(f"OPTIMIZE TABLE `{n}_data` FINAL"))
+        def go(c: Any) -> None:
+            for name in names:
+                c.command(f"OPTIMIZE TABLE `{name}_data` FINAL")
+
+        self._run(go)
         return len(names)
 
     def close(self) -> None:
