@@ -253,7 +253,7 @@ def page() -> Response:
     resp = Response(PAGE, mimetype="text/html")
     resp.headers["Content-Security-Policy"] = (
         "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
-        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
     resp.headers["X-Content-Type-Options"] = "nosniff"
     return resp
 
@@ -361,6 +361,7 @@ PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<link rel="icon" href="data:,">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>tickcast dashboard</title>
 <style>
