@@ -417,9 +417,8 @@ class LakeStore(OfflineStore):
             self.compact(table)
         if self.retention.get(table, 0) > 0:
             last = self._expired_at.get(table)
-            if last is None or time.monotonic() - last >= EXPIRE_EVERY_SECONDS:
-                self._expired_at[table] = time.monotonic()
-                self.expire(table)
+            if (last is None or time.monotonic() - last >= EXPIRE_EVERY_SECONDS) and self.expire(table, wait=False) >= 0:
+                self._expired_at[table] = time.monotonic()  # else a compaction was running: next insert
 
     def part_count(self, table: str) -> int:
         try:
@@ -448,13 +447,14 @@ class LakeStore(OfflineStore):
         finally:
             self._compacting.release()
 
-    def expire(self, table: str | None = None, now_us: int | None = None) -> int:
+    def expire(self, table: str | None = None, now_us: int | None = None, *, wait: bool = True) -> int:
         """Drop rows written more than the table's retention ago (their ``_v``): parts
         whose every row expired are deleted whole, parts with some expired rows are
         rewritten without them (the ``_v`` range of a part comes from its Parquet
         statistics, so unexpired parts are not read). Runs under the table's compaction
         lock; replaced parts are deleted under the readers' lock (a running query keeps
-        its view of them). Returns the number of parts dropped or rewritten."""
+        its view of them). Returns the number of parts dropped or rewritten; with
+        ``wait=False`` (what inserts use) -1 if a compaction held a lock, nothing done."""
         now = time.time_ns() // 1000 if now_us is None else now_us
         done = 0
         for name in [table] if table else list(TABLES):
@@ -462,12 +462,20 @@ class LakeStore(OfflineStore):
             d = self.root / name
             if days <= 0 or not d.is_dir():
                 continue
-            with self._compacting, open(d / LOCK_NAME, "a+") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # waits for a compaction of this table
-                try:
-                    done += self._expire_locked(d, (now - days * DAY_US) * 1000)
-                finally:
-                    fcntl.flock(lock, fcntl.LOCK_UN)
+            if not self._compacting.acquire(blocking=wait):
+                return -1
+            try:
+                with open(d / LOCK_NAME, "a+") as lock:
+                    try:  # waits for (or, without wait, gives way to) a compaction of this table
+                        fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        return -1
+                    try:
+                        done += self._expire_locked(d, (now - days * DAY_US) * 1000)
+                    finally:
+                        fcntl.flock(lock, fcntl.LOCK_UN)
+            finally:
+                self._compacting.release()
         return done
 
     def _expire_locked(self, d: Path, cutoff_v: int) -> int:
