@@ -9,7 +9,14 @@ insert of a key wins — also after restarts, replays and recovery.
   dashboards must read while the feature pipeline writes. So the embedded store is an
   **append-only Parquet lake**::
 
-      <dir>/<table>/<time_ns>-<pid>-<random>.parquet
+      <dir>/<table>/p<YYYYMM>-<time_ns>-<pid>-<random>.parquet
+
+  One part holds rows of one UTC month of the table's time column (``Table.time``), so
+  the newest rows of a symbol are in the newest months (:meth:`LakeStore.newest` reads
+  only those) and compaction merges within a month; parts named without the ``p<YYYYMM>-``
+  prefix (lakes written before partitions) are read like any other and re-partitioned by
+  the next compaction. Retention (:mod:`tickcast.stores.retention`) deletes or rewrites
+  parts whose rows were written too long ago, under the same locks as a compaction.
 
   *Writers* (any number of processes and threads) need pyarrow only: a part is
   written to a hidden temporary name in the same directory, fsynced, then renamed,
