@@ -98,6 +98,14 @@ def _ms(t: str) -> str:
     return f"toUnixTimestamp64Milli({t})"
 
 
+def _epoch_ms(t: Any) -> int:
+    """An aware datetime from the store -> whole ms since the epoch (truncated, like
+    ``toUnixTimestamp64Milli``)."""
+    from datetime import UTC, datetime, timedelta
+
+    return int((t - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1))
+
+
 def _dt(param: str) -> str:
     return f"fromUnixTimestamp64Milli({{{param}:Int64}}, 'UTC')"
 
@@ -139,30 +147,39 @@ def build(store: Any, settings: Any, symbol: str, minutes: int) -> dict[str, Any
     bucket_ms = 60_000 * max(1, math.ceil(step_ms / 60_000))  # per-minute rates
     per_minute = 60_000 / bucket_ms
 
-    newest, n = q(f"SELECT {_ms('max(window_end)')}, count() FROM candles WHERE symbol = {{symbol:String}}",
-                  symbol=symbol)[0]
-    to_ms = int(newest) if n else now_ms
+    # the store's "newest" path reads only the newest partitions: no query here grows with history
+    newest = store.newest("candles", symbol)
+    to_ms = _epoch_ms(newest["window_end"]) if newest else now_ms
     from_ms = to_ms - span_ms
     wall_from_ms = now_ms - span_ms
-    p = {"symbol": symbol, "from_ms": from_ms, "to_ms": to_ms, "step_ms": step_ms, "limit": ROW_LIMIT}
+    # Every market-time query also bounds a time column of the table's key (window_start,
+    # ts), which a deduplicating view can filter before deduplication (so old parts and
+    # row groups are skipped); the bound is redundant with the real condition.
+    slack_ms = max(86_400_000, 2 * settings.horizon_seconds * 1000)  # > any candle or horizon
+    p = {"symbol": symbol, "from_ms": from_ms, "to_ms": to_ms, "step_ms": step_ms, "limit": ROW_LIMIT,
+         "key_from_ms": from_ms - slack_ms}
     def between(col: str) -> str:  # (from, to]
         return f"{col} > {_dt('from_ms')} AND {col} <= {_dt('to_ms')}"
+
+    candle_keys = f"window_start > {_dt('key_from_ms')} AND window_start < {_dt('to_ms')}"
 
     series: dict[str, list[list[Any]]] = {name: [] for name in SERIES}
     series["price"] = _points(q(
         f"SELECT {_ms('max(window_end)')} AS t, argMax(close, window_end) FROM candles "
-        f"WHERE symbol = {{symbol:String}} AND {between('window_end')} "
+        f"WHERE symbol = {{symbol:String}} AND {candle_keys} AND {between('window_end')} "
         f"GROUP BY intDiv({_ms('window_end')}, {{step_ms:Int64}}) ORDER BY t DESC LIMIT {{limit:UInt32}}", **p))
     # a prediction made at ts is for ts + horizon: plotted there, up to horizon past the newest candle
     series["predicted"] = _points(q(
         f"SELECT {_ms('max(x)')} AS t, argMax(predicted_price, (x, model_version)) FROM ("
         f"SELECT ts + toIntervalSecond(horizon_seconds) AS x, predicted_price, model_version FROM predictions "
-        f"WHERE symbol = {{symbol:String}} AND ts <= {_dt('to_ms')}) WHERE x > {_dt('from_ms')} "
+        f"WHERE symbol = {{symbol:String}} AND ts > {_dt('key_from_ms')} AND ts <= {_dt('to_ms')}) "
+        f"WHERE x > {_dt('from_ms')} "
         f"GROUP BY intDiv({_ms('x')}, {{step_ms:Int64}}) ORDER BY t DESC LIMIT {{limit:UInt32}}", **p))
     series["realised"] = _points(q(
         f"SELECT {_ms('max(f.ts)')} AS t, argMax(f.close, f.ts) FROM ("
         f"SELECT DISTINCT ts + toIntervalSecond(horizon_seconds) AS x FROM predictions "
-        f"WHERE symbol = {{symbol:String}} AND ts <= {_dt('to_ms')}) AS p INNER JOIN ("
+        f"WHERE symbol = {{symbol:String}} AND ts > {_dt('key_from_ms')} AND ts <= {_dt('to_ms')}) AS p "
+        f"INNER JOIN ("
         f"SELECT ts, close FROM features WHERE symbol = {{symbol:String}} AND {between('ts')}) AS f "
         f"ON f.ts = p.x GROUP BY intDiv({_ms('f.ts')}, {{step_ms:Int64}}) ORDER BY t DESC LIMIT {{limit:UInt32}}",
         **p))
@@ -177,7 +194,7 @@ def build(store: Any, settings: Any, symbol: str, minutes: int) -> dict[str, Any
     series["throughput"] = _points(q(
         f"SELECT intDiv({_ms('window_start')}, {{bucket_ms:Int64}}) * {{bucket_ms:Int64}} AS t, "
         f"sum(trades) * 1000 / sum({_ms('window_end')} - {_ms('window_start')}) FROM candles "
-        f"WHERE symbol = {{symbol:String}} AND {between('window_end')} "
+        f"WHERE symbol = {{symbol:String}} AND {candle_keys} AND {between('window_end')} "
         f"GROUP BY t ORDER BY t DESC LIMIT {{limit:UInt32}}", **p, bucket_ms=bucket_ms))
     drift_counts = _points(q(
         f"SELECT intDiv({_ms('ts')}, {{bucket_ms:Int64}}) * {{bucket_ms:Int64}} AS t, count() FROM drift_events "
@@ -217,10 +234,10 @@ def build(store: Any, settings: Any, symbol: str, minutes: int) -> dict[str, Any
                 series[key] = _filled(_points(rows, i, per_minute), wall_from_ms, now_ms, bucket_ms)
 
     fresh: dict[str, float | None] = dict.fromkeys(settings.symbols)
-    for sym, newest_ts in q(f"SELECT symbol, {_ms('max(ts)')} FROM features GROUP BY symbol "
-                            f"ORDER BY symbol LIMIT {{limit:UInt32}}", limit=ROW_LIMIT):
-        if sym in fresh:
-            fresh[sym] = round(max(0.0, (now_ms - int(newest_ts)) / 1000), 3)
+    for sym in fresh:
+        row = store.newest("features", sym)
+        if row is not None:
+            fresh[sym] = round(max(0.0, (now_ms - _epoch_ms(row["ts"])) / 1000), 3)
 
     return {
         "symbol": symbol, "symbols": list(settings.symbols), "minutes": minutes,
@@ -240,7 +257,7 @@ def page() -> Response:
     resp = Response(PAGE, mimetype="text/html")
     resp.headers["Content-Security-Policy"] = (
         "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
-        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
     resp.headers["X-Content-Type-Options"] = "nosniff"
     return resp
 
@@ -349,6 +366,7 @@ PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<link rel="icon" href="data:,">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>tickcast dashboard</title>
 <style>

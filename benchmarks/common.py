@@ -3,6 +3,7 @@ whole processes."""
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import time
@@ -21,3 +22,12 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
     if r.returncode != 0:
         raise SystemExit(f"benchmark run failed ({' '.join(cmd)}):\n{r.stderr[-3000:]}")
     return dt
+
+
+def timed_cpu(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the process and its children) of one
+    run. CPU time barely moves when other work shares the machine; wall time does."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = timed(cmd, env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

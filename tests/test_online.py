@@ -147,3 +147,35 @@ def test_snapshots_are_due_every_n_samples() -> None:
     assert s.name == "online-BTC_USD" and s.meta["samples_seen"] == 100
     assert s.meta["model_kind"] == "online:linear" and "persistence" in s.meta["metrics"]
     assert pickle.loads(s.payload).predict_one({"ret_1_bps": 0.0}) is not None
+
+
+def test_linear_fast_path_is_bit_identical_to_river() -> None:
+    """The default model's fast path (tickcast.online._LinearFastPath) against River's own
+    predict_one/learn_one: same predictions, same state, same pickled bytes, through
+    warm-up (features appearing one by one), non-finite gaps and a pickle round trip."""
+    from tickcast.model_inputs import model_inputs
+    from tickcast.online import _LinearFastPath, make_model
+
+    trades = MarketSimulator(["BTC/USD"], seed=3, params=SimParams(rate=3, flow_impact=0.3)).next_trades(40_000)
+    feats = run_batch(trades, 5, 0.0, online_model="off").features
+    assert len(feats) > 2000
+    xs = [model_inputs(f.close, f.values, partial=True) for f in feats]
+    for i in range(100, 2000, 97):  # sparse gaps after warm-up too
+        xs[i] = {k: v for j, (k, v) in enumerate(xs[i].items()) if j % 3}  # type: ignore[union-attr]
+    river_model, fast_model = make_model("linear"), make_model("linear")
+    fast = _LinearFastPath.of(fast_model)
+    assert fast is not None and _LinearFastPath.of(make_model("sgd")) is None
+    ys = [1e4 * math.log(b.close / a.close) for a, b in zip(feats, feats[6:], strict=False)]
+    for i, (x, y) in enumerate(zip(xs, ys, strict=False)):
+        assert x
+        want, got = river_model.predict_one(x), fast.predict(x)
+        assert want == got or (want == 0 and got == 0), (i, want, got)
+        river_model.learn_one(x, y)
+        fast.learn(x, y)
+        if i == len(ys) // 2:  # resume from a pickle, as Bytewax recovery does (both)
+            river_model = pickle.loads(pickle.dumps(river_model))
+            fast_model = pickle.loads(pickle.dumps(fast_model))
+            fast = _LinearFastPath.of(fast_model)
+            assert fast is not None
+    assert pickle.dumps(river_model) == pickle.dumps(fast_model)
+    assert river_model.predict_one(xs[-1]) == fast.predict(xs[-1]) != 0.0

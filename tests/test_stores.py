@@ -105,6 +105,68 @@ def test_schema_empty_tables_and_types(store: OfflineStore) -> None:
     assert feature_cols[3:-1] == list(FEATURE_NAMES) and feature_cols[-1] == "feature_set_version"
 
 
+def test_newest_row_of_a_symbol(store: OfflineStore, tmp_path: Path) -> None:
+    """newest(): the row with the greatest time of one symbol, newest version, across
+    monthly partitions (the lake reads the newest partitions only); same on both backends."""
+    month = 31 * 86_400_000_000 // W  # windows per 31 days
+    for k in range(4):  # 4 months of BTC, oldest first, 3 windows each
+        store.insert("candles", candles_to_arrow(candles(3, close=float(k), start=k * month)))
+    store.insert("candles", candles_to_arrow(candles(2, close=7.0, symbol="ETH/USD")))  # ETH: only the oldest month
+    newest = 3 * month + 2
+    store.insert("candles", candles_to_arrow(candles(1, close=9.0, start=newest)))  # a newer version of it
+    row = store.newest("candles", "BTC/USD")
+    assert row is not None and (row["close"], row["trades"]) == (9.0, 1)
+    assert row["window_start"] == datetime.fromtimestamp((T0 + newest * W) / 1e6, tz=UTC)
+    eth = store.newest("candles", "ETH/USD")
+    assert eth is not None and eth["close"] == 7.0 and eth["window_start"] == datetime.fromtimestamp((T0 + W) / 1e6, UTC)
+    assert store.newest("candles", "SOL/USD") is None and store.newest("features", "BTC/USD") is None
+    want = store.query("SELECT * FROM candles WHERE symbol = 'BTC/USD' ORDER BY window_start DESC LIMIT 1")
+    assert [row[c] for c in want.column_names] == list(want.result_rows[0])
+    with pytest.raises(StoreError, match="no symbol column"):
+        store.newest("dead_letters", "BTC/USD")
+    if isinstance(store, LakeStore):  # one partition (UTC month) per part name
+        months = {p.name[:8] for p in (store.root / "candles").glob("*.parquet")}
+        assert len(months) >= 4 and all(m.startswith("p") and m[1:7].isdigit() for m in months), months
+
+
+def test_retention_drops_old_rows_and_keeps_recent_ones(store: OfflineStore) -> None:
+    """Per-table retention on both backends (a TTL on the server; expired partitions
+    dropped and the straddling one rewritten in the lake): old rows leave, recent ones
+    stay, and tables kept forever lose nothing."""
+    from tickcast.stores.retention import retention_days
+
+    store.retention = retention_days({"TICKCAST_RETENTION_DAYS_DEAD_LETTERS": "30"})  # type: ignore[attr-defined]
+    assert store.retention["candles"] == 0 and store.retention["dead_letters"] == 30  # type: ignore[attr-defined]
+    store.ensure_schema()  # the server backend puts the TTL on its table here
+    day = 86_400_000_000
+    now = time.time_ns() // 1000
+    ages = [400, 100, 45, 31, 29, 10, 0]  # days since written (rows written back then: their _v)
+
+    def written(t: pa.Table, age_days: int) -> pa.Table:
+        return t.set_column(t.schema.get_field_index("_v"), "_v",
+                            pa.array([(now - age_days * day) * 1000] * t.num_rows, pa.int64()))
+
+    for a in ages:  # one insert per age, as writes over time would be (event times all recent)
+        store.insert("dead_letters", written(dead_letters_to_arrow(
+            [DeadLetter(now - a * day, "test", f"raw {a}", "bad", str(a))]), a))
+        store.insert("candles", written(candles_to_arrow([Candle(
+            "BTC/USD", T0 + a * W, T0 + (a + 1) * W, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1, 0.5, 0.5)]), a))
+    mixed = dead_letters_to_arrow([DeadLetter(now, "test", f"mixed {a}", "bad", str(100 + a)) for a in (40, 5)])
+    store.insert("dead_letters", mixed.set_column(mixed.schema.get_field_index("_v"), "_v", pa.array(
+        [(now - 40 * day) * 1000, (now - 5 * day) * 1000], pa.int64())))  # one part, one expired row
+    store.expire(now_us=now + 60_000_000)
+    kept = [int(p) for (p,) in store.query("SELECT position FROM dead_letters ORDER BY received_at").result_rows]
+    assert sorted(kept) == [0, 10, 29, 105]
+    assert store.query("SELECT count() FROM candles").result_rows == [(len(ages),)]
+    if isinstance(store, LakeStore):
+        store.close()  # deletions deferred while a query held the lake
+        assert len(list((store.root / "dead_letters").glob("*.parquet"))) == 4  # expired parts gone, not hidden
+    with pytest.raises(StoreError, match="TICKCAST_RETENTION_DAYS_DEAD_LETTERS"):
+        retention_days({"TICKCAST_RETENTION_DAYS_DEAD_LETTERS": "-1"})
+    with pytest.raises(StoreError, match="unknown table"):
+        retention_days({"TICKCAST_RETENTION_DAYS_CANDLE": "3"})
+
+
 def test_one_row_per_key_newest_wins(store: OfflineStore) -> None:
     store.insert("candles", candles_to_arrow(candles(50, close=1.0)))
     store.insert("candles", candles_to_arrow(candles(50, close=2.0)))  # same keys, newer version

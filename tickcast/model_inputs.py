@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from math import isfinite, log, log1p
 from typing import Any
 
 BPS = 1e4
@@ -39,41 +40,53 @@ def _rule(name: str) -> tuple[str, int]:
 
 
 _RULES: dict[str, tuple[str, int]] = {}
+# The rules of one key order (feature rows share FEATURE_NAMES' order): (keys, [(out, kind)])
+_PLAN: list[tuple[tuple[str, ...], list[tuple[str, int]]]] = []
+
+
+def _plan(values: Mapping[str, float]) -> list[tuple[str, int]]:
+    keys = tuple(values)
+    cached = _PLAN[0] if _PLAN else None  # one read: another thread may replace it
+    if cached is not None and cached[0] == keys:
+        return cached[1]
+    rules = []
+    for name in keys:
+        r = _RULES.get(name)
+        if r is None:
+            r = _RULES[name] = _rule(name)
+        rules.append(r)
+    _PLAN[:] = [(keys, rules)]
+    return rules
 
 
 def model_inputs(close: float, values: Mapping[str, float], partial: bool = False) -> dict[str, float] | None:
     """Scale-free inputs from one feature row; ``None`` if the price is not positive or,
     unless ``partial``, any input is not finite (indicators still warming up). With
     ``partial=True`` non-finite inputs are left out (River models take sparse dicts)."""
-    if not (close > 0 and math.isfinite(close)):
+    if not (close > 0 and isfinite(close)):
         return None
     x: dict[str, float] = {}
-    rule = _RULES
-    for name, v in values.items():
-        if v is None or not math.isfinite(v):
+    for (out, kind), v in zip(_plan(values), values.values(), strict=True):
+        if v is None or not isfinite(v):
             if partial:
                 continue
             return None
-        r = rule.get(name)
-        if r is None:
-            r = rule[name] = _rule(name)
-        out, kind = r
         if kind == 0:  # returns, volatility, distances: basis points
             x[out] = v * BPS
+        elif kind == 5:  # ofi_* in [-1, 1], volume_6 already log1p
+            x[out] = v
         elif kind == 1:  # EMAs: gap of the price to the average, bps
             if v <= 0:
                 if partial:
                     continue
                 return None
-            x[out] = math.log(close / v) * BPS
+            x[out] = log(close / v) * BPS
         elif kind == 2:  # MACD family: relative to the price, bps
             x[out] = v / close * BPS
         elif kind == 3:  # RSI centred on 0, in [-1, 1]
             x[out] = (v - 50.0) / 50.0
-        elif kind == 4:  # counts: log
-            x[out] = math.log1p(max(v, 0.0))
-        else:  # ofi_* in [-1, 1], volume_6 already log1p
-            x[out] = v
+        else:  # counts: log
+            x[out] = log1p(max(v, 0.0))
     return x
 
 

@@ -9,7 +9,14 @@ insert of a key wins — also after restarts, replays and recovery.
   dashboards must read while the feature pipeline writes. So the embedded store is an
   **append-only Parquet lake**::
 
-      <dir>/<table>/<time_ns>-<pid>-<random>.parquet
+      <dir>/<table>/p<YYYYMM>-<time_ns>-<pid>-<random>.parquet
+
+  One part holds rows of one UTC month of the table's time column (``Table.time``), so
+  the newest rows of a symbol are in the newest months (:meth:`LakeStore.newest` reads
+  only those) and compaction merges within a month; parts named without the ``p<YYYYMM>-``
+  prefix (lakes written before partitions) are read like any other and re-partitioned by
+  the next compaction. Retention (:mod:`tickcast.stores.retention`) deletes or rewrites
+  parts whose rows were written too long ago, under the same locks as a compaction.
 
   *Writers* (any number of processes and threads) need pyarrow only: a part is
   written to a hidden temporary name in the same directory, fsynced, then renamed,
@@ -59,6 +66,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tickcast.stores.errors import StoreError, StoreUnavailable
+from tickcast.stores.retention import retention_days
 from tickcast.stores.tables import TABLES, VERSION, conform, table_def
 
 __all__ = ["ClickHouseStore", "LakeStore", "OfflineStore", "StoreError", "StoreUnavailable", "open_offline"]
@@ -89,6 +97,12 @@ class OfflineStore(ABC):
         """Release connections/sessions (the store may not be used afterwards)."""
 
     @abstractmethod
+    def expire(self, table: str | None = None, now_us: int | None = None) -> int:
+        """Apply retention (:mod:`tickcast.stores.retention`) to ``table`` (default: all)
+        now; returns how many parts were dropped or rewritten (lake) or tables optimised
+        (server). Writers apply it by themselves; this is for maintenance and tests."""
+
+    @abstractmethod
     def _run(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(client)`` on a clickhouse-connect client of this store."""
 
@@ -104,6 +118,17 @@ class OfflineStore(ABC):
 
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
         return self._run(lambda c: c.query_arrow(sql, parameters=parameters, use_strings=True))
+
+    def newest(self, table: str, symbol: str) -> dict[str, Any] | None:
+        """The row of ``symbol`` with the greatest time (``Table.time``: ``window_start`` for
+        candles, ``ts`` for features, …) as ``{column: value}``, or None. Ties (e.g. two
+        model versions at one ``ts``) go to the newest insert. Its cost does not grow with
+        history: a server reads its ``(symbol, time)``-ordered table; the lake reads only
+        its newest partitions."""
+        t = _symbol_table(table)
+        res = self.query(f"SELECT * FROM `{table}` WHERE symbol = {{symbol:String}} "
+                         f"ORDER BY `{t.time}` DESC LIMIT 1", {"symbol": symbol})
+        return dict(zip(res.column_names, res.result_rows[0], strict=True)) if res.result_rows else None
 
     def raw(self, sql: str, fmt: str = "Pretty", *, readonly: bool = False) -> bytes:
         """The result in a ClickHouse output format (CSV, TSV, JSONEachRow, Pretty, …).
@@ -128,6 +153,14 @@ class OfflineStore(ABC):
         self.close()
 
 
+def _symbol_table(table: str) -> Any:
+    t = table_def(table)
+    if "symbol" not in t.names:
+        raise StoreError(f"{table} has no symbol column; newest() takes one of "
+                         f"{', '.join(n for n, d in TABLES.items() if 'symbol' in d.names)}")
+    return t
+
+
 # -- the embedded Parquet lake ----------------------------------------------------
 
 PART_SUFFIX = ".parquet"
@@ -135,7 +168,10 @@ TMP_PREFIX = ".tmp-"  # hidden and not *.parquet: invisible to readers and compa
 LOCK_NAME = ".compact.lock"  # per table: one compactor at a time, across processes
 READERS_LOCK = ".readers.lock"  # per lake: queries hold it shared; deleting parts takes it exclusive
 DELETE_LOCK = ".delete.lock"  # per lake: the turnstile a deleter closes to get the readers' lock
+PARTITION_PREFIX = "p"  # p<YYYYMM>-…: the UTC month of the rows' time column
 STALE_TMP_SECONDS = 3600.0
+EXPIRE_EVERY_SECONDS = 3600.0  # a writer applies retention to a table at most this often
+DAY_US = 86_400_000_000
 READ_RETRIES = 3
 
 
@@ -261,9 +297,32 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def write_part(d: Path, data: pa.Table) -> Path:
-    """Atomically add one immutable part to a table directory; returns its path."""
-    name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:12]}{PART_SUFFIX}"
+def part_partition(name: str) -> str:
+    """The partition of a part file name (``p202601-…`` -> ``"202601"``; ``""`` for parts
+    written before partitions existed)."""
+    if name.startswith(PARTITION_PREFIX) and name[7:8] == "-" and name[1:7].isdigit():
+        return name[1:7]
+    return ""
+
+
+def partitions_of(table: str, data: pa.Table) -> list[tuple[str, pa.Table]]:
+    """Split rows by the UTC month of the table's time column: ``[("202601", rows), …]``."""
+    import numpy as np
+
+    col = data.column(table_def(table).time)
+    us = col.cast(pa.int64()).to_numpy()
+    months = us.astype("datetime64[us]").astype("datetime64[M]")
+    uniq = np.unique(months)
+    if len(uniq) == 1:
+        return [(str(uniq[0]).replace("-", ""), data)]
+    return [(str(m).replace("-", ""), data.filter(pa.array(months == m))) for m in uniq]
+
+
+def write_part(d: Path, data: pa.Table, partition: str = "") -> Path:
+    """Atomically add one immutable part to a table directory; returns its path.
+    ``partition`` (``YYYYMM``) prefixes the name: ``p202601-<time_ns>-<pid>-<random>.parquet``."""
+    prefix = f"{PARTITION_PREFIX}{partition}-" if partition else ""
+    name = f"{prefix}{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:12]}{PART_SUFFIX}"
     tmp = d / f"{TMP_PREFIX}{name}.partial"
     try:
         with open(tmp, "wb") as f:
@@ -295,6 +354,26 @@ def newest_per_key(t: pa.Table, key: list[str]) -> pa.Table:
     return t.filter(pa.concat_arrays([pa.array([True]), first]))
 
 
+def _version_range(path: Path) -> tuple[int, int]:
+    """(min, max) of a part's ``_v`` from its Parquet statistics (the column if absent)."""
+    meta = pq.ParquetFile(path).metadata  # type: ignore[no-untyped-call]
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    j = names.index(VERSION)
+    lo: int | None = None
+    hi: int | None = None
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(j).statistics
+        if st is None or not st.has_min_max:
+            import pyarrow.compute as pc
+
+            col = pq.read_table(path, columns=[VERSION]).column(VERSION)  # type: ignore[no-untyped-call]
+            mm = pc.min_max(col)  # type: ignore[attr-defined]
+            return int(mm["min"].as_py()), int(mm["max"].as_py())
+        lo = st.min if lo is None else min(lo, st.min)
+        hi = st.max if hi is None else max(hi, st.max)
+    return (lo, hi) if lo is not None and hi is not None else (0, 0)
+
+
 def _is_vanished_part(err: Exception) -> bool:
     text = str(err)
     return any(s in text for s in ("FILE_DOESNT_EXIST", "CANNOT_OPEN_FILE", "CANNOT_STAT", "No such file"))
@@ -309,13 +388,18 @@ class LakeStore(OfflineStore):
 
     ``max_parts``: compact a table when it has more parts than this.
     ``small_part_bytes``: only parts smaller than this are merged, and one compaction
-    reads at most about twice this much, so memory stays bounded."""
+    reads at most about twice this much, so memory stays bounded.
+    ``retention``: days to keep per table (:func:`tickcast.stores.retention.retention_days`;
+    :func:`open_offline` reads it from the environment); a writer applies it to a table
+    it inserts into at most every :data:`EXPIRE_EVERY_SECONDS`."""
 
     _compacting = threading.Lock()  # one compaction at a time per process (flock: per host)
 
     def __init__(self, root: Path | str, *, max_parts: int = 64, small_part_bytes: int = 32 << 20,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, retention: dict[str, int] | None = None) -> None:
         self.root = Path(root).resolve()
+        self.retention = dict(retention or {})  # days per table, 0/absent = forever
+        self._expired_at: dict[str, float] = {}  # monotonic time of the last retention pass per table
         self.max_parts = max_parts
         self.small_part_bytes = small_part_bytes
         self.read_only = read_only
@@ -347,9 +431,14 @@ class LakeStore(OfflineStore):
             (self.root / READERS_LOCK).touch()
             (self.root / DELETE_LOCK).touch()
         (self.root / DELETE_LOCK).touch()
-        write_part(d, data)
+        for partition, rows in partitions_of(table, data):
+            write_part(d, rows, partition)
         if self.part_count(table) > self.max_parts:
             self.compact(table)
+        if self.retention.get(table, 0) > 0:
+            last = self._expired_at.get(table)
+            if (last is None or time.monotonic() - last >= EXPIRE_EVERY_SECONDS) and self.expire(table, wait=False) >= 0:
+                self._expired_at[table] = time.monotonic()  # else a compaction was running: next insert
 
     def part_count(self, table: str) -> int:
         try:
@@ -378,12 +467,75 @@ class LakeStore(OfflineStore):
         finally:
             self._compacting.release()
 
-    def _compact_locked(self, d: Path, key: list[str]) -> int:
-        now = time.time()
-        small: list[Path] = []
-        budget = 2 * self.small_part_bytes
+    def expire(self, table: str | None = None, now_us: int | None = None, *, wait: bool = True) -> int:
+        """Drop rows written more than the table's retention ago (their ``_v``): parts
+        whose every row expired are deleted whole, parts with some expired rows are
+        rewritten without them (the ``_v`` range of a part comes from its Parquet
+        statistics, so unexpired parts are not read). Runs under the table's compaction
+        lock; replaced parts are deleted under the readers' lock (a running query keeps
+        its view of them). Returns the number of parts dropped or rewritten; with
+        ``wait=False`` (what inserts use) -1 if a compaction held a lock, nothing done."""
+        now = time.time_ns() // 1000 if now_us is None else now_us
+        done = 0
+        for name in [table] if table else list(TABLES):
+            days = self.retention.get(name, 0)
+            d = self.root / name
+            if days <= 0 or not d.is_dir():
+                continue
+            if not self._compacting.acquire(blocking=wait):
+                return -1
+            try:
+                with open(d / LOCK_NAME, "a+") as lock:
+                    try:  # waits for (or, without wait, gives way to) a compaction of this table
+                        fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        return -1
+                    try:
+                        done += self._expire_locked(d, (now - days * DAY_US) * 1000)
+                    finally:
+                        fcntl.flock(lock, fcntl.LOCK_UN)
+            finally:
+                self._compacting.release()
+        return done
+
+    def _expire_locked(self, d: Path, cutoff_v: int) -> int:
+        import pyarrow.compute as pc
+
+        doomed: list[Path] = []
         with os.scandir(d) as it:
-            entries = sorted(it, key=lambda e: e.name)  # names start with time_ns: oldest first
+            parts = sorted(Path(e.path) for e in it if e.name.endswith(PART_SUFFIX) and not e.name.startswith("."))
+        for p in parts:
+            if _sweeper.pending(p):
+                continue
+            try:
+                lo, hi = _version_range(p)
+                if lo >= cutoff_v:
+                    continue
+                if hi < cutoff_v:
+                    doomed.append(p)
+                    continue
+                t = pq.read_table(p)  # type: ignore[no-untyped-call]
+            except OSError:
+                if p.exists():
+                    raise
+                continue  # replaced by a compaction since listed
+            kept = t.filter(pc.greater_equal(t.column(VERSION), cutoff_v))  # type: ignore[attr-defined]
+            if kept.num_rows:
+                for part, rows in partitions_of(d.name, conform(d.name, kept)):
+                    write_part(d, rows, part)
+            doomed.append(p)
+        if doomed and not _delete_unread(self.root, doomed, wait_s=0.05):
+            _sweeper.submit(self.root, doomed)
+        return len(doomed)
+
+    def _compact_locked(self, d: Path, key: list[str]) -> int:
+        """Merge the small parts of ONE partition — the one with the most of them — into
+        one deduplicated part. Parts written before partitions existed are merged with
+        every small part and come out split by partition (the layout migrates)."""
+        now = time.time()
+        groups: dict[str, list[tuple[Path, int]]] = {}
+        with os.scandir(d) as it:
+            entries = sorted(it, key=lambda e: e.name)  # per partition, names start with time_ns: oldest first
         for e in entries:
             try:
                 st = e.stat()
@@ -397,10 +549,20 @@ class LakeStore(OfflineStore):
             if (not e.name.endswith(PART_SUFFIX) or e.name.startswith(".") or st.st_size >= self.small_part_bytes
                     or _sweeper.pending(Path(e.path))):
                 continue
-            if st.st_size > budget and small:
+            groups.setdefault(part_partition(e.name), []).append((Path(e.path), st.st_size))
+        if not groups:
+            return 0
+        if "" in groups:  # a lake from before partitions: migrate, merging everything small
+            partition, candidates = "", [c for _, g in sorted(groups.items()) for c in g]
+        else:
+            partition, candidates = max(groups.items(), key=lambda kv: len(kv[1]))
+        small: list[Path] = []
+        budget = 2 * self.small_part_bytes
+        for path, size in candidates:
+            if size > budget and small:
                 break
-            budget -= st.st_size
-            small.append(Path(e.path))
+            budget -= size
+            small.append(path)
         tables, read = [], []
         for p in small:
             try:
@@ -413,8 +575,12 @@ class LakeStore(OfflineStore):
         if len(read) < 2:
             return 0
         merged = pa.concat_tables(tables, promote_options="default")
-        conformed = conform(d.name, merged)  # old parts may lack newer columns
-        write_part(d, newest_per_key(conformed, key))
+        conformed = newest_per_key(conform(d.name, merged), key)  # old parts may lack newer columns
+        if partition:
+            write_part(d, conformed, partition)
+        else:
+            for part, rows in partitions_of(d.name, conformed):
+                write_part(d, rows, part)
         # The merged part is durable: its inputs may go, once no query is reading
         # them (a reader that lists the files must be able to open them).
         if not _delete_unread(self.root, read, wait_s=0.05):
@@ -523,6 +689,58 @@ class LakeStore(OfflineStore):
                 time.sleep(0.02 * (attempt + 1))
         raise AssertionError("unreachable")
 
+    def _parts_by_partition(self, table: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        try:
+            with os.scandir(self.root / table) as it:
+                for e in it:
+                    if e.name.endswith(PART_SUFFIX) and not e.name.startswith("."):
+                        out.setdefault(part_partition(e.name), []).append(e.name)
+        except FileNotFoundError:
+            pass
+        return out
+
+    def newest(self, table: str, symbol: str) -> dict[str, Any] | None:
+        """See :meth:`OfflineStore.newest`. Rows are partitioned by the month of the time
+        column and a key always falls in one partition, so the newest row of a symbol is
+        in the newest partition holding that symbol: partitions are probed newest first
+        (parts from before partitions existed, if any, are read with every probe), each
+        probe reads only its own parts (listed by name) and deduplicates its own rows."""
+        t = _symbol_table(table)
+        for attempt in range(READ_RETRIES + 1):
+            try:
+                return self._newest(table, t, symbol)
+            except Exception as e:
+                if attempt == READ_RETRIES or not _is_vanished_part(e):
+                    raise
+                self.read_retries += 1  # a compaction replaced parts since they were listed
+                time.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _newest(self, table: str, t: Any, symbol: str) -> dict[str, Any] | None:
+        parts = self._parts_by_partition(table)
+        if any(ch in n for names in parts.values() for n in names for ch in "{},*?[]\\'"):
+            return super().newest(table, symbol)  # a name a glob cannot list: the plain query
+        legacy = parts.pop("", [])
+        order = sorted(parts, reverse=True)
+        probes = [[p] for p in order[:2]]
+        if len(order) > 2:
+            probes.append(order[2:])  # not in the two newest months: read the rest at once
+        if not probes:
+            probes = [[]]
+        d = _sql_string(str(self.root / table))
+        for months in probes:
+            names = legacy + [n for m in months for n in parts[m]]
+            if not names:
+                continue
+            glob = "{" + ",".join(_sql_string(n) for n in names) + "}" if len(names) > 1 else _sql_string(names[0])
+            sql = (f"SELECT * EXCEPT {VERSION} FROM file('{d}/{glob}', Parquet, '{_sql_string(t.columns_sql())}') "
+                   f"WHERE symbol = {{symbol:String}} ORDER BY `{t.time}` DESC, {VERSION} DESC LIMIT 1")
+            res = self.query(sql, {"symbol": symbol})
+            if res.result_rows:
+                return dict(zip(res.column_names, res.result_rows[0], strict=True))
+        return None
+
     def close(self) -> None:
         _sweeper.flush(2.0)  # deletions this process deferred (instant when there are none)
         with self._reader_lock:
@@ -547,9 +765,11 @@ class ClickHouseStore(OfflineStore):
     one on the embedded engine (``chdb://…``), which speaks the same API."""
 
     def __init__(self, url: str, *, read_only: bool = False, connect_timeout: float = 5.0,
-                 send_receive_timeout: float = 120.0, _client: Any = None) -> None:
+                 send_receive_timeout: float = 120.0, retention: dict[str, int] | None = None,
+                 _client: Any = None) -> None:
         self.url = _redact(url)
         self.read_only = read_only
+        self.retention = dict(retention or {})  # days per table: a TTL on <name>_data's _v (0 = none)
         self._lock = threading.Lock()  # one HTTP session: one query at a time
         if _client is None:
             import clickhouse_connect
@@ -580,6 +800,18 @@ class ClickHouseStore(OfflineStore):
             for name, t in TABLES.items():
                 c.command(f"CREATE TABLE IF NOT EXISTS `{name}_data` ({t.columns_sql()}) "
                           f"ENGINE = ReplacingMergeTree({VERSION}) ORDER BY ({t.key_sql()})")
+            engines = dict(c.query("SELECT name, engine_full FROM system.tables "
+                                   "WHERE database = currentDatabase()").result_rows)
+            for name in TABLES:  # retention: a TTL on _v (written + days), kept in step
+                if self.read_only:
+                    break  # readers (the API, `tickcast sql`) leave the table settings alone
+                days = self.retention.get(name, 0)
+                engine = engines.get(f"{name}_data", "")
+                ttl = f"toDateTime(intDiv(`{VERSION}`, 1000000000)) + toIntervalDay({days})"  # written + days
+                if days > 0 and f"toIntervalDay({days})" not in engine:
+                    c.command(f"ALTER TABLE `{name}_data` MODIFY TTL {ttl}")
+                elif days <= 0 and " TTL " in engine:
+                    c.command(f"ALTER TABLE `{name}_data` REMOVE TTL")
             have: dict[str, list[str]] = {}
             for table, column in c.query(
                     "SELECT table, name FROM system.columns WHERE database = currentDatabase() "
@@ -603,6 +835,18 @@ class ClickHouseStore(OfflineStore):
         if data.num_rows:
             self._run(lambda c: c.insert_arrow(f"{table}_data", data))
 
+    def expire(self, table: str | None = None, now_us: int | None = None) -> int:
+        """The server drops expired rows in its merges; this forces it now (``OPTIMIZE …
+        FINAL`` on each table with a retention — heavy on big tables). ``now_us`` is
+        ignored: a server's TTL goes by its own clock."""
+        names = [n for n in ([table] if table else list(TABLES)) if self.retention.get(n, 0) > 0]
+        def go(c: Any) -> None:
+            for name in names:
+                c.command(f"OPTIMIZE TABLE `{name}_data` FINAL")
+
+        self._run(go)
+        return len(names)
+
     def close(self) -> None:
         with self._lock, contextlib.suppress(Exception):
             self._c.close()
@@ -612,7 +856,8 @@ def open_offline(url: str, *, read_only: bool = False) -> OfflineStore:
     """``chdb:///abs/dir`` -> :class:`LakeStore`; ``http(s)://…`` -> :class:`ClickHouseStore`.
 
     ``read_only`` says the caller mostly reads: the lake's ``ensure_schema`` then
-    creates no directories (its views need none). Inserts are still allowed (e.g.
+    creates no directories (its views need none). Retention per table comes from the
+    environment (:mod:`tickcast.stores.retention`); a bad value raises :class:`StoreError`. Inserts are still allowed (e.g.
     ``tickcast train`` reads features and records a ``training_runs`` row).
 
     >>> open_offline("chdb:///tmp/tickcast-doc", read_only=True)
@@ -622,7 +867,7 @@ def open_offline(url: str, *, read_only: bool = False) -> OfflineStore:
         path = url[len("chdb://"):]
         if not path.startswith("/"):
             raise StoreError(f"embedded offline store URL must be chdb:///absolute/path; got {url!r}")
-        return LakeStore(Path(path), read_only=read_only)
+        return LakeStore(Path(path), read_only=read_only, retention=retention_days(os.environ))
     if url.startswith(("http://", "https://")):
-        return ClickHouseStore(url, read_only=read_only)
+        return ClickHouseStore(url, read_only=read_only, retention=retention_days(os.environ))
     raise StoreError(f"offline store URL must be chdb:///abs/path or http(s)://…; got {_redact(url)!r}")

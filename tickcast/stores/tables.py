@@ -69,6 +69,7 @@ class Table:
     name: str
     columns: tuple[Column, ...]  # without _v
     key: tuple[str, ...]  # one row per key; the newest _v wins
+    time: str  # the event-time column: "newest", partitions and retention go by it
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -88,9 +89,13 @@ class Table:
         return ", ".join(f"`{k}`" for k in self.key)
 
 
-def _table(name: str, cols: Sequence[tuple[str, str]], key: Sequence[str]) -> Table:
-    t = Table(name, tuple(Column(n, typ, _ARROW[typ]) for n, typ in cols), tuple(key))
+def _table(name: str, cols: Sequence[tuple[str, str]], key: Sequence[str], time: str | None = None) -> Table:
+    """``time`` defaults to the first timestamp column of the key."""
+    if time is None:
+        time = next(k for k in key if dict(cols)[k] == TS)
+    t = Table(name, tuple(Column(n, typ, _ARROW[typ]) for n, typ in cols), tuple(key), time)
     assert set(t.key) <= set(t.names), f"{name}: key {t.key} not among its columns"
+    assert dict(cols).get(t.time) == TS, f"{name}: time column {t.time!r} is not a timestamp"
     return t
 
 
@@ -118,7 +123,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     _table("dead_letters", [
         ("id", "String"), ("received_at", TS), ("source", "String"), ("raw", "String"),
         ("reason", "String"), ("position", "String"),
-    ], ("id",)),
+    ], ("id",), time="received_at"),
     # Running accuracy of a model (online learner and baselines) when a label matures at ts.
     _table("model_metrics", [
         ("symbol", "String"), ("ts", TS), ("model_name", "String"), ("horizon_seconds", "UInt32"),
@@ -134,7 +139,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     _table("training_runs", [
         ("run_id", "String"), ("started_at", TS), ("finished_at", TS), ("symbol", "String"),
         ("report", "String"),
-    ], ("run_id", "symbol")),
+    ], ("run_id", "symbol"), time="started_at"),
     # What a live source's client went through (tickcast.live.kraken_client.ClientStats):
     # one row per interval of one session (a random id per source-partition start), the
     # counters as deltas over [ts - interval_seconds, ts), so sum() over any span is exact.
