@@ -117,7 +117,7 @@ class PipelineLogic(StatefulLogic[list[Trade] | SourceProgress, StepOutput, Symb
             if v is None:
                 return None
             until = v if until is None else min(until, v)
-        return until
+        return None if until is None else min(until, now_us())  # never ahead of this host's clock
 
     def on_item(self, value: list[Trade] | SourceProgress) -> tuple[list[StepOutput], bool]:
         if isinstance(value, SourceProgress):
@@ -187,6 +187,7 @@ def build_flow(settings: Settings) -> Dataflow:
         pipe = resume if resume is not None else SymbolPipeline(
             "", settings.window_seconds, lateness_us, horizon_seconds=settings.horizon_seconds,
             online_model=settings.online_model, snapshot_every=settings.snapshot_every,
+            dedupe=settings.source == "kafka",  # the topic is at-least-once: repeats dropped by trade_id
         )
         return PipelineLogic(pipe, live, lag_aware=lag_aware)
 

@@ -19,11 +19,13 @@ normalised trades (record format: :mod:`tickcast.wire`).
 **Delivery guarantee.** The topic itself is at-least-once: a restarted ingest
 re-sends what it emitted after its last snapshot, a producer retry after a broker
 crash re-sends a batch the broker may already have written, and a reconnecting
-Kraken client re-receives a snapshot of recent trades. The source therefore drops a record whose
-``trade_id`` is not above the last one it emitted for that key (Kraken trade ids
-grow per symbol, and one symbol lives in one partition, in order) and keeps those
-per-symbol ids in its recovery state next to the offset. With the idempotent sinks
-of the feature flow the stores end exactly-once.
+Kraken client re-receives a snapshot of recent trades. The feature flow therefore
+drops a trade whose ``trade_id`` is not above the newest one of its symbol — after
+the record is decoded and has passed the trade gate (a record that fails them can
+never raise the mark), in the per-symbol pipeline whose state is recovered in the
+same epoch as this source's offset (``SymbolPipeline(dedupe=True)``; Kraken trade
+ids grow per symbol, and one symbol lives in one partition, in order). With the
+idempotent sinks of the feature flow the stores end exactly-once.
 
 **Fetching without starving, and knowing the lag.** A caught-up consumer wants short
 fetch waits (a new trade is seen within milliseconds); a consumer reading a backlog
@@ -88,7 +90,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from dataflows.sources import PROGRESS, RawChunk
 from tickcast.config import ConfigError, Settings
-from tickcast.schema import MAX_TRADE_ID_JUMP, Trade
+from tickcast.schema import Trade
 from tickcast.wire import encode_trade
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,7 @@ _RESTARVE_S = 30.0  # starved again within this time of going live: double the l
 MAX_LIVE_WAIT_MS = 200
 _PROGRESS_EVERY_S = 1.0  # a report at least this often
 _PROGRESS_MIN_S = 0.1  # ... and at most this often while it changes
+_HEARTBEAT_AHEAD_US = 60_000_000  # a heartbeat more than a minute ahead of this host's clock is ignored
 HEARTBEAT_KEY = b"\x00heartbeat"  # record key of the ingest's heartbeats (never a symbol)
 
 
@@ -119,9 +122,8 @@ def _heartbeat_us(value: bytes | None) -> int:
         return v if isinstance(v, int) and v > 0 else 0
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return 0
-_TRADE_ID = b'"trade_id":'
 
-# {"offset": next offset to read, "last": {symbol: last emitted trade_id}}
+# {"offset": next offset to read, "heartbeat": newest ingest heartbeat read (wall µs, 0 = none)}
 State = dict[str, Any]
 
 
@@ -255,7 +257,6 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
         self._name = f"kafka:{topic}"
         self._prefix = f"{partition}:"
         self._offset: int = int(state.get("offset", 0))
-        self._last: dict[bytes, int] = {k.encode(): int(v) for k, v in state.get("last", {}).items()}
         # the newest ingest heartbeat read (wall µs; 0: none yet)
         self._heartbeat: int = int(state.get("heartbeat", 0))
         self._batch = batch_size
@@ -263,7 +264,6 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
         self._end: int | None = None
         self._done = False
         self._awake: datetime | None = None
-        self._dups = 0
         self._warned_at = 0.0
         conf = {
             **_base_config(brokers),
@@ -368,7 +368,6 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
         last_off = -1
         if msgs:
             prefix = self._prefix
-            seen = self._last
             append = lines.append
             for m in msgs:
                 err = m.error()
@@ -386,37 +385,15 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
                     append((f"{prefix}{last_off}", b""))
                     continue
                 key = m.key()
-                if key is not None and key[:1] == b"\x00":
-                    if key == HEARTBEAT_KEY:  # the ingest's clock: everything before it is read
-                        self._heartbeat = max(self._heartbeat, _heartbeat_us(value))
-                        continue
-                    # any other key of that shape is not tickcast's: the decoder judges it
-                elif key is not None:
-                    # dedupe by (key, trade_id), reading the id without parsing the JSON
-                    # (the feature flow parses each record once, downstream)
-                    i = value.find(_TRADE_ID)
-                    if i >= 0:
-                        i += 11
-                        try:
-                            tid = int(value[i:value.find(b",", i)])
-                        except ValueError:
-                            tid = -1  # not tickcast's layout: the decoder will judge it
-                        top = seen.get(key, -1)
-                        if tid >= 0 and value.find(b'"symbol":"%s"' % key) >= 0:
-                            # (only a record whose key is its symbol counts for that key)
-                            if tid <= top:
-                                self._dups += 1
-                                continue
-                            if top < 0 or tid <= top + MAX_TRADE_ID_JUMP:
-                                seen[key] = tid
-                            # else: an implausible jump is no new high-water mark; the
-                            # pipeline makes it a dead letter
+                if key == HEARTBEAT_KEY:  # the ingest's clock: everything before it is read
+                    hb = _heartbeat_us(value)
+                    if hb <= time.time_ns() // 1000 + _HEARTBEAT_AHEAD_US:  # a clock from the future
+                        self._heartbeat = max(self._heartbeat, hb)  # is not believed (forged, or skew)
+                    continue
                 append((f"{prefix}{last_off}", value))
             if last_off >= 0:
                 self._offset = last_off + 1
         self._awake = None if msgs else datetime.now(UTC) + _IDLE
-        if self._dups:
-            self._report_dups()
         if self._stop_at_end:
             if self._end is None:
                 hi = self._consumer.get_watermark_offsets(self._tp, cached=True)[1]
@@ -429,14 +406,6 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
         if not self._stop_at_end:  # a bounded read is event-time only: no wall clock, no progress
             out.extend(progress)
         return out
-
-    def _report_dups(self) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= 10.0:
-            log.warning("kafka %s[%d]: skipped %d duplicate trade record(s) (trade_id not above the last one "
-                        "of its symbol)", self._topic, self._partition, self._dups)
-            self._warned_at = now
-            self._dups = 0
 
     def _on_error(self, err: KafkaError) -> None:
         where = f"Kafka topic {self._topic!r} partition {self._partition} at offset {self._offset}"
@@ -452,8 +421,7 @@ class _KafkaPartition(StatefulSourcePartition[RawChunk, State]):
         return self._awake
 
     def snapshot(self) -> State:
-        return {"offset": self._offset, "last": {k.decode(errors="replace"): v for k, v in self._last.items()},
-                "heartbeat": self._heartbeat}
+        return {"offset": self._offset, "heartbeat": self._heartbeat}
 
     def close(self) -> None:
         self._consumer.close()

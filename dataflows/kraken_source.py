@@ -57,6 +57,7 @@ from tickcast.config import ConfigError, Settings
 from tickcast.kraken import KrakenError
 from tickcast.live.ingest_stats import IngestStatsRecorder
 from tickcast.live.kraken_client import ClientConfig, ClientThread, NetworkUnavailable
+from tickcast.schema import MAX_TRADE_ID_JUMP
 
 State = dict[str, tuple[int, int]]  # symbol -> (last emitted trade_id, its time in µs)
 _IDLE_POLL = timedelta(milliseconds=5)  # how soon to look again when the queue was empty
@@ -90,27 +91,31 @@ class _KrakenPartition(StatefulSourcePartition[RawChunk, State]):
         except KrakenError as e:
             _die(e)
         self._awake: datetime | None = None
-        self._beat_us = 0
+        self._beat_at = 0.0
 
-    def _beat(self, complete: int | None, now_us: int, drained_all: bool) -> list[RawChunk]:
-        """A heartbeat when due: the client was complete when the queue was drained."""
-        if complete is None or not drained_all or now_us - self._beat_us < HEARTBEAT_EVERY_S * 1e6:
+    def _beat(self, complete: int | None, handled_us: int, drained_all: bool) -> list[RawChunk]:
+        """A heartbeat when due and true: the client was complete (subscribed, snapshots
+        handled, no gap being filled) when the queue was drained, and everything received
+        until ``handled_us`` (the newest fully handled frame: Kraken's own heartbeats keep
+        it moving; a silent socket stops it) was in the queue."""
+        now = time.monotonic()
+        if complete is None or not drained_all or handled_us <= 0 or now - self._beat_at < HEARTBEAT_EVERY_S:
             return []
-        self._beat_us = now_us
-        return [heartbeat_chunk(now_us)]
+        self._beat_at = now
+        return [heartbeat_chunk(handled_us)]
 
     def next_batch(self) -> list[RawChunk]:
         self.stats.poll()  # collects a row when one is due; a thread writes it
         # read before draining: if the client was complete then, every trade it had
         # received is in the queue now
-        now_us = time.time_ns() // 1000
-        complete = self._bg.client.complete_since_us
+        client = self._bg.client
+        complete, handled_us = client.complete_since_us, client.handled_rx_us
         try:
             events = self._bg.drain(_MAX_EVENTS)
         except KrakenError as e:
             self.stats.close(timeout_s=5.0)  # the client has stopped: its final counts
             _die(e)
-        beat = self._beat(complete, now_us, len(events) < _MAX_EVENTS)
+        beat = self._beat(complete, handled_us, len(events) < _MAX_EVENTS)
         if not events:
             self._awake = datetime.now(UTC) + _IDLE_POLL
             return beat
@@ -120,10 +125,14 @@ class _KrakenPartition(StatefulSourcePartition[RawChunk, State]):
         for ev in events:
             if ev.kind == "trades":
                 msgs.append((ev.position, ev.raw))
-                last = max(ev.trades, key=lambda t: t.trade_id)
-                cur = state.get(last.symbol)
-                if cur is None or last.trade_id > cur[0]:
-                    state[last.symbol] = (last.trade_id, last.ts_us)
+                cur = state.get(ev.trades[0].symbol)
+                # an implausible id (the client passes it on for the pipeline to refuse) is
+                # no resume point: resuming from it would drop every genuine trade
+                ok = [t for t in ev.trades if cur is None or t.trade_id <= cur[0] + MAX_TRADE_ID_JUMP]
+                if ok:
+                    last = max(ok, key=lambda t: t.trade_id)
+                    if cur is None or last.trade_id > cur[0]:
+                        state[last.symbol] = (last.trade_id, last.ts_us)
             elif ev.kind == "malformed":
                 msgs.append((ev.position, ev.raw))
         return [("kraken", msgs), *beat] if msgs else beat

@@ -363,7 +363,8 @@ def test_a_flow_run_on_its_own_stops_the_valkey_it_started_and_keeps_its_data(tm
     """`python -m bytewax.run dataflows.features` with the embedded defaults starts a Valkey
     server under the data dir; at the end of a replay it stops it (30 replays used to
     leave 30 servers), saving what it holds, so an API started later still finds the
-    newest features. After a kill -9, `tickcast stop` is the one command that cleans up."""
+    newest features. `tickcast stop` is the one command that stops a server left running
+    (here: the one the API-like reader started again; after a kill -9 of a flow, the same)."""
     from tests.conftest import leftovers
     from tickcast.embedded import ensure_valkey
     from tickcast.sim import write_replay

@@ -151,3 +151,31 @@ def test_extreme_trades_never_crash_and_cost_bounded_work(rows: list) -> None:  
         span = max(t.ts_us for t in trades) - min(t.ts_us for t in trades)
         assert len(res.candles) <= span // 10_000_000 + 2
     assert total == len(rows)
+
+
+def test_pipeline_drops_repeats_refuses_implausible_ids_and_recovers_from_a_hostile_first_id() -> None:
+    """The Kafka path's repeat filter lives in the per-symbol pipeline, after decoding and
+    the trade gate: re-sends (ids at or below the newest) are dropped; an id more than
+    MAX_TRADE_ID_JUMP above the newest is a dead letter, never a new mark; and a hostile
+    *first* record with a huge id cannot make every genuine trade a 'repeat'."""
+    from tickcast.schema import MAX_TRADE_ID_JUMP, Trade
+
+    def t(tid: int, k: int) -> Trade:
+        return Trade("BTC/USD", tid, 1_700_000_000_000_000 + k * 1000, 100.0, 1.0, "buy", "limit")
+
+    pipe = SymbolPipeline("BTC/USD", 10, 0, dedupe=True)
+    out = pipe.on_trades([t(1, 1), t(2, 2), t(2, 3), t(1, 4), t(3, 5), t(3 + MAX_TRADE_ID_JUMP + 1, 6), t(4, 7)], 0)
+    out.extend(pipe.on_eof())
+    assert sum(c.trades for c in out.candles) == 4 and pipe.repeats == 2
+    assert [d.reason.split(":")[0] for d in out.dead_letters] == ["implausible trade_id 10000004"]
+    assert pipe.max_trade_id == 4
+    hostile = SymbolPipeline("BTC/USD", 10, 0, dedupe=True)
+    out = hostile.on_trades([t(2**63 - 1, 1), t(10, 2), t(11, 3), t(11, 4)], 0)
+    out.extend(hostile.on_eof())
+    assert sum(c.trades for c in out.candles) == 3 and hostile.max_trade_id == 11 and hostile.repeats == 1
+    # without dedupe (the direct path: the live client dedupes itself; late recovered trades
+    # below the newest id are kept) only the implausible jump is refused
+    direct = SymbolPipeline("BTC/USD", 10, 0)
+    out = direct.on_trades([t(5, 1), t(3, 2), t(5 + MAX_TRADE_ID_JUMP + 1, 3)], 0)
+    out.extend(direct.on_eof())
+    assert sum(c.trades for c in out.candles) == 2 and len(out.dead_letters) == 1

@@ -186,8 +186,13 @@ def drain(part: _KafkaPartition, timeout: float = 20) -> list[tuple[str, bytes]]
             lines += chunk
 
 
-def test_source_partition_dedupes_by_trade_id_resumes_and_stops_at_the_end(broker: TansuBroker) -> None:
+def test_source_partition_resumes_skips_heartbeats_and_stops_at_the_end(broker: TansuBroker) -> None:
+    """Records pass as they are (repeats too: the pipeline drops those after decoding and
+    the trade gate); heartbeats are read, not emitted, the newest kept in the state, and a
+    forged one from the future is ignored."""
     from confluent_kafka import Producer
+
+    from dataflows.kafka_io import HEARTBEAT_KEY, heartbeat_value
 
     topic = new_topic()
     ensure_topic(broker.bootstrap, topic, partitions=1)
@@ -201,24 +206,25 @@ def test_source_partition_dedupes_by_trade_id_resumes_and_stops_at_the_end(broke
     def rec(sym: str, tid: int) -> tuple[bytes, bytes]:
         return sym.encode(), encode_trade(Trade(sym, tid, 1_700_000_000_000_000 + tid, 100.0, 1.0, "buy"))
 
-    send(rec("BTC/USD", 1), rec("ETH/USD", 1), rec("BTC/USD", 2), rec("BTC/USD", 1),  # a duplicate
-         (b"BTC/USD", b"garbage"), (None, None), (None, rec("BTC/USD", 1)[1]))  # no key: no dedupe
+    now = time.time_ns() // 1000
+    send(rec("BTC/USD", 1), rec("ETH/USD", 1), (HEARTBEAT_KEY, heartbeat_value(now)), rec("BTC/USD", 1),
+         (b"BTC/USD", b"garbage"), (None, None), (HEARTBEAT_KEY, heartbeat_value(now + 86_400_000_000)))
     part = _KafkaPartition(broker.bootstrap, topic, 0, None, 3, True, {})
     lines = drain(part)
-    assert [pos for pos, _ in lines] == ["0:0", "0:1", "0:2", "0:4", "0:5", "0:6"]
+    assert [pos for pos, _ in lines] == ["0:0", "0:1", "0:3", "0:4", "0:5"]
     assert lines[3][1] == b"garbage" and lines[4][1] == b""  # the flow dead-letters them with the reason
     state = part.snapshot()
     part.close()
-    assert state == {"offset": 7, "last": {"BTC/USD": 2, "ETH/USD": 1}, "heartbeat": 0}
-    send(rec("BTC/USD", 2), rec("ETH/USD", 2))  # a re-sent trade, then a new one
+    assert state == {"offset": 7, "heartbeat": now}  # the day-ahead heartbeat was not believed
+    send(rec("ETH/USD", 2))
     part = _KafkaPartition(broker.bootstrap, topic, 0, state, 1000, True, {})
-    assert [pos for pos, _ in drain(part)] == ["0:8"]
-    assert part.snapshot() == {"offset": 9, "last": {"BTC/USD": 2, "ETH/USD": 2}, "heartbeat": 0}
+    assert [pos for pos, _ in drain(part)] == ["0:7"]
+    assert part.snapshot() == {"offset": 8, "heartbeat": now}
     part.close()
     # live (no stop at end): at the end it idles and asks to be woken later, never ends; it
     # reports whether it is at the high watermark: first not (nothing fetched yet), then
     # caught up, with the wall time since when
-    part = _KafkaPartition(broker.bootstrap, topic, 0, {"offset": 9, "last": {}}, 1000, False, {}, 1)
+    part = _KafkaPartition(broker.bootstrap, topic, 0, {"offset": 8}, 1000, False, {}, 1)
     t0 = time.time_ns() // 1000
     reports: list[bytes] = []
     deadline = time.monotonic() + 3
@@ -235,7 +241,7 @@ def test_source_partition_dedupes_by_trade_id_resumes_and_stops_at_the_end(broke
     got: list[RawChunk] = []
     while not got and time.monotonic() < deadline:
         got = [c for c in part.next_batch() if not c[0].startswith("kafka-progress:")]
-    assert [pos for pos, _ in got[0][1]] == ["0:9"]
+    assert [pos for pos, _ in got[0][1]] == ["0:8"]
     part.close()
 
 

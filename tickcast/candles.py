@@ -86,6 +86,9 @@ def empty_candle(symbol: str, start_us: int, end_us: int, prev_close: float) -> 
                   0.0, prev_close, 0, 0.0, 0.0)
 
 
+MAX_FILL_US = 86_400_000_000  # the longest gap filled with empty candles (a day: 8,640 at 10 s)
+
+
 @dataclass
 class SymbolWindower:
     """Tumbling event-time windows for ONE symbol.
@@ -178,6 +181,11 @@ class SymbolWindower:
         if e is None or self.last_close is None:
             return
         w = self.window_us
+        if start_us - e > MAX_FILL_US:
+            # a gap longer than a day is not filled window by window: the series resumes
+            # at the new window (bounded work and memory, whatever one record's time)
+            self.emitted_until_us = start_us
+            return
         while e < start_us:
             out.append(empty_candle(self.symbol, e, e + w, self.last_close))
             e += w

@@ -225,10 +225,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     into Kafka and the feature flow reading it, on TICKCAST_KAFKA_BROKERS or an embedded
     tansu broker whose log is kept durably on an embedded SeaweedFS S3.
 
-    Why Kafka is opt-in locally: tansu 0.6 on SeaweedFS slows down as its log grows
-    (measured at 100 trades/s: SeaweedFS at 62 % CPU and consumer lag spikes of 5-7 s
-    after 4 minutes), and a lagging consumer turns trades into late trades; tansu in
-    memory would be fast but loses the topic on restart, breaking exact resumption."""
+    Why Kafka is opt-in locally: tansu 0.6 on SeaweedFS is slow and heavy at live rates
+    (benchmarks/bench_kafka_lag.py at 100 trades/s: consumer lag p99 1.7-6.9 s, a whole
+    core for the broker pair); a lagging consumer no longer makes trades late (the
+    feature flow's clock follows the ingest's heartbeats) but delays every candle. tansu
+    in memory would be fast but loses the topic on restart, breaking exact resumption."""
     import urllib.request
 
     overrides: dict[str, str] = {}
@@ -442,8 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", help="directory for every embedded store (default: ./data)")
     up.add_argument("--kafka", action="store_true",
                     help="put Kafka between ingestion and the feature flow: TICKCAST_KAFKA_BROKERS if set, else an "
-                    "embedded tansu broker on an embedded SeaweedFS S3 (durable, but it slows down as its log "
-                    "grows: for demos of the Kafka path, not for long runs)")
+                    "embedded tansu broker on an embedded SeaweedFS S3 (durable and exact, but slow: consumer lag of "
+                    "seconds at 100 trades/s; for demos of the Kafka path)")
     up.add_argument("--train-every", type=float, default=600.0,
                     help="seconds between training runs (gated promotion; 0 = never; default 600)")
     up.set_defaults(func=cmd_up)

@@ -134,8 +134,21 @@ def release_valkey(data_dir: Path) -> None:
         lease[0] -= 1
         if lease[0] <= 0:
             del _leases[key]
-            if lease[1]:
+            if lease[1] and not _has_other_clients(key):
                 stop_valkey(key)
+
+
+def _has_other_clients(data_dir: Path) -> bool:
+    """Whether a process other than this one is connected (an API, another flow process
+    that reused the server): then it is left running for them (``tickcast stop`` ends it)."""
+    import redis
+
+    try:
+        url = (data_dir / "valkey" / "url").read_text().strip()
+        with redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1) as r:
+            return len(r.client_list()) > 1  # this connection is one of them
+    except (OSError, redis.RedisError):
+        return False
 
 
 def ensure_valkey(data_dir: Path, timeout_s: float = 10.0) -> str:
@@ -159,7 +172,8 @@ def _ensure_valkey(data_dir: Path, timeout_s: float = 10.0) -> tuple[str, bool]:
         # no periodic snapshots to speak of, but one at shutdown (SIGTERM saves when a save
         # point is set), loaded at the next start: a flow that stops the server it started
         # does not take the newest features away from an API started later
-        args = [valkey_binary(), "--save", "86400 1", "--dbfilename", "dump.rdb", "--appendonly", "no",
+        args = [valkey_binary(), "--save", "86400 1", "--stop-writes-on-bgsave-error", "no",
+                "--dbfilename", "dump.rdb", "--appendonly", "no",
                 "--daemonize", "yes",
                 "--pidfile", str(pidfile), "--logfile", str(log), "--dir", str(d)]
         if len(str(sock)) <= MAX_UNIX_PATH:

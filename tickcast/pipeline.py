@@ -87,13 +87,15 @@ class SymbolPipeline:
 
     def __init__(self, symbol: str, window_seconds: int, lateness_us: int, *,
                  horizon_seconds: int = 60, online_model: str = "off", snapshot_every: int = 360,
-                 seed: int = 42) -> None:
+                 seed: int = 42, dedupe: bool = False) -> None:
         self.symbol = symbol
         self.window_seconds = window_seconds
         self.windower = SymbolWindower(symbol, window_seconds * 1_000_000, lateness_us)
         self.features = FeatureState(window_seconds)
         self.late_count = 0
         self.max_trade_id: int | None = None  # newest trade id seen (implausible jumps refused)
+        self.dedupe = dedupe  # drop repeats (id <= the newest): for at-least-once sources (Kafka)
+        self.repeats = 0
         self._learner_args = (horizon_seconds, online_model, seed, snapshot_every)
         self.learner: OnlineLearner | None = None
         if symbol:
@@ -129,24 +131,35 @@ class SymbolPipeline:
         return ModelSnapshot(name, pickle.dumps(self.learner.model, protocol=5), self.learner.snapshot_meta())
 
     def _plausible(self, trades: list[Trade], now_us: int, out: StepOutput) -> list[Trade]:
-        """Drop (as dead letters) trades whose id jumps more than MAX_TRADE_ID_JUMP above
-        the newest id of this symbol; the newest id is state (recovered with the rest)."""
+        """Refuse (as dead letters) trades whose id jumps more than MAX_TRADE_ID_JUMP above
+        the newest id of this symbol, and with ``dedupe`` (a source that may re-send: the
+        Kafka topic is at-least-once) drop repeats: ids at or below the newest one. The
+        newest id is state, recovered with the rest. An id that far *below* the newest
+        means the newest was not believable (a hostile first record): it is replaced."""
         top = getattr(self, "max_trade_id", None)
+        dedupe = getattr(self, "dedupe", False)
         hi = max(t.trade_id for t in trades)
-        if top is not None and hi <= top + MAX_TRADE_ID_JUMP:  # the common case: one comparison
+        if top is not None and hi <= top + MAX_TRADE_ID_JUMP and not dedupe:  # the common case
             if hi > top:
                 self.max_trade_id = hi
             return trades
         kept: list[Trade] = []
         for t in trades:
-            if top is not None and t.trade_id > top + MAX_TRADE_ID_JUMP:
-                out.dead_letters.append(DeadLetter(
-                    now_us, "pipeline", trade_json(t),
-                    f"implausible trade_id {t.trade_id}: more than {MAX_TRADE_ID_JUMP:,} above the newest "
-                    f"{t.symbol} trade ({top}); not accepted as a new high-water mark", f"{t.symbol}#{t.trade_id}"))
-                continue
-            if top is None or t.trade_id > top:
-                top = t.trade_id
+            tid = t.trade_id
+            if top is not None:
+                if tid > top + MAX_TRADE_ID_JUMP:
+                    out.dead_letters.append(DeadLetter(
+                        now_us, "pipeline", trade_json(t),
+                        f"implausible trade_id {tid}: more than {MAX_TRADE_ID_JUMP:,} above the newest "
+                        f"{t.symbol} trade ({top}); not accepted as a new high-water mark", f"{t.symbol}#{tid}"))
+                    continue
+                if dedupe and tid <= top:
+                    if tid > top - MAX_TRADE_ID_JUMP:
+                        self.repeats = getattr(self, "repeats", 0) + 1
+                        continue  # a re-send
+                    top = tid  # the newest was implausible: start again from here
+            if top is None or tid > top:
+                top = tid
             kept.append(t)
         self.max_trade_id = top
         return kept

@@ -310,6 +310,8 @@ class KrakenClient:
         # subscribed, each symbol's snapshot handled, no gap being filled); None otherwise.
         # Read from other threads (a source partition's heartbeat): one attribute, atomic.
         self.complete_since_us: int | None = None
+        # receive time (wall µs) of the newest frame fully handled: the heartbeat's value
+        self.handled_rx_us = 0
         self._snapped: set[str] = set()
         self._acked_at = 0.0
 
@@ -328,7 +330,7 @@ class KrakenClient:
 
         return await connect(
             self.cfg.ws_url, open_timeout=self.cfg.open_timeout_s, close_timeout=1.0,
-            max_size=1 << 24, ping_interval=20, ping_timeout=20, user_agent_header="tickcast",
+            max_size=1 << 20, ping_interval=20, ping_timeout=20, user_agent_header="tickcast",
         )
 
     async def stream(self) -> AsyncIterator[Event]:
@@ -387,7 +389,7 @@ class KrakenClient:
             with contextlib.suppress(Exception):
                 ws.transport.abort()
 
-    async def _reader(self, ws: Any, q: asyncio.Queue[bytes | _ConnectionDead]) -> None:
+    async def _reader(self, ws: Any, q: asyncio.Queue[tuple[bytes, int] | _ConnectionDead]) -> None:
         """Reads frames into ``q`` and watches for silence (runs while fills are awaited)."""
         from websockets.exceptions import ConnectionClosed
 
@@ -411,7 +413,7 @@ class KrakenClient:
                     continue
                 last = loop.time()
                 pinged = False
-                item = frame if isinstance(frame, bytes) else frame.encode()
+                item = (frame if isinstance(frame, bytes) else frame.encode(), _now_us())
                 if q.full():
                     self.stats.backpressure += 1
                 await q.put(item)
@@ -435,7 +437,7 @@ class KrakenClient:
         loop = asyncio.get_running_loop()
         # bounded: a consumer that cannot keep up pauses the reader (the socket backs up;
         # Kraken may drop us, and the reconnect fills the gap from REST), never memory
-        q: asyncio.Queue[bytes | _ConnectionDead] = asyncio.Queue(maxsize=_MAX_FRAMES_QUEUED)
+        q: asyncio.Queue[tuple[bytes, int] | _ConnectionDead] = asyncio.Queue(maxsize=_MAX_FRAMES_QUEUED)
         reader = loop.create_task(self._reader(ws, q))
         self._frame = 0
         self.complete_since_us = None
@@ -460,9 +462,13 @@ class KrakenClient:
                     item = await q.get()
                 if isinstance(item, _ConnectionDead):
                     raise item
+                frame, rx_us = item
                 was_pending = bool(self._pending)
-                async for ev in self._handle(item):
+                async for ev in self._handle(frame):
                     yield ev
+                # every event of every frame received until rx_us is now queued (a yield
+                # returns once the consumer has taken the event)
+                self.handled_rx_us = rx_us
                 if was_pending and not self._pending:
                     self._acked_at = loop.time()
                 self._check_complete(loop.time())
