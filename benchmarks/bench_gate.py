@@ -133,12 +133,20 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=5.0, help="simulated trades/s per symbol")
     ap.add_argument("--trials", type=int, default=4, help="Optuna trials per fold (tickcast train --trials)")
     ap.add_argument("--first-seed", type=int, default=1000)
-    ap.add_argument("--out", help="write every symbol-run's summary to this JSON file")
+    ap.add_argument("--out", help="append every symbol-run's summary to this JSON Lines file as it finishes")
+    ap.add_argument("--summarise", metavar="FILE", help="only print the summary of a (partial) --out file")
     args = ap.parse_args()
+    if args.summarise:
+        results: dict[str, list[dict[str, Any]]] = {}
+        for line in Path(args.summarise).read_text().splitlines():
+            rec = json.loads(line)
+            results.setdefault(rec["scenario"], []).append(rec)
+        report(results, args, None)
+        return
     strengths = [float(x) for x in args.strengths.split(",") if x.strip()]
     scenarios = [("random walk", 0.0, args.walk_seeds)] + [(f"planted {s:g}", s, args.planted_seeds) for s in strengths]
 
-    results: dict[str, list[dict[str, Any]]] = {}
+    results = {}
     t_all = time.perf_counter()
     t_train = 0.0
     n_train = 0
@@ -157,12 +165,20 @@ def main() -> None:
                 shutil.rmtree(work, ignore_errors=True)
             for rep in reports:
                 s = summarise(rep)
-                s["seed"] = seed
+                s.update(seed=seed, scenario=label, impact=impact)
                 runs.append(s)
+                if args.out:
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps(s) + "\n")
             done = sum(r["promoted"] for r in runs)
             print(f"  {label:<12} seed {seed}: {[r['promoted_name'] for r in runs[-2:]]}  "
                   f"({done}/{len(runs)} promoted so far)", file=sys.stderr, flush=True)
 
+    report(results, args, (time.perf_counter() - t_all, t_train, n_train))
+
+
+def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace,
+           timing: tuple[float, float, int] | None) -> None:
     from tickcast.config import Settings
 
     default = Settings.min_skill
@@ -170,9 +186,13 @@ def main() -> None:
                 if promoted_at(r, default) != r["promoted"]]
     if mismatch:  # the what-if table below must reproduce the real decisions at the default
         raise SystemExit(f"recomputed decisions differ from tickcast train's: {mismatch[:5]}")
-    print(f"\nbench_gate: {sum(len(v) for v in results.values())} symbol-runs, {args.hours:g} h of 10-s candles each "
-          f"(~{int(args.hours * 360):,} rows), {args.trials} Optuna trials per fold, default gate "
-          f"(3 folds, Holm over {len(CANDIDATES)} candidates, alpha 0.05)")
+    n_runs = sum(len(v) for v in results.values())
+    if timing is not None:
+        print(f"\nbench_gate: {n_runs} symbol-runs, {args.hours:g} h of 10-s candles each (~{int(args.hours * 360):,} "
+              f"rows), {args.trials} Optuna trials per fold, the gate at its defaults (3 folds, Holm over "
+              f"{len(CANDIDATES)} candidates, alpha 0.05, min skill {default:g})")
+    else:
+        print(f"\nbench_gate: {n_runs} symbol-runs from {args.summarise}, the gate at its defaults")
     print(f"{'scenario':<14}{'gate (tickcast train, read back from the registry)':<52}naive best-of-3 at p < 0.05")
     for label, runs in results.items():
         k = sum(r["promoted"] for r in runs)
@@ -198,11 +218,10 @@ def main() -> None:
     for m in WHAT_IF_MIN_SKILL:
         print(f"{m:>10g}" + "".join(
             f"{100 * sum(promoted_at(r, m) for r in runs) / max(1, len(runs)):>14.1f} %" for runs in results.values()))
-    total = time.perf_counter() - t_all
-    print(f"time: {total:.0f} s in all; `tickcast train` (2 symbols, whole process) {t_train / max(1, n_train):.1f} s "
-          f"per run on average, {n_train} runs (2-core machine, shared)")
-    if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=1) + "\n")
+    if timing is not None:
+        total, t_train, n_train = timing
+        print(f"time: {total:.0f} s in all; `tickcast train` (2 symbols, whole process) "
+              f"{t_train / max(1, n_train):.1f} s per run on average, {n_train} runs")
 
 
 if __name__ == "__main__":
