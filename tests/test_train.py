@@ -103,6 +103,29 @@ def test_planted_signal_is_found_and_promoted(planted_store: LakeStore, tmp_path
     assert manifest["meta"]["train"] == rep["train"] and predictor.feature_set_version == "fs1-w10s"
 
 
+def test_pinned_walk_the_old_gate_promoted_is_refused(tmp_path: Path) -> None:
+    """benchmarks/bench_gate.py, random walk seed 1020, BTC/USD: the best candidate is a
+    Lasso with every coefficient zero (a constant drift bet) that happened to be right on
+    the out-of-sample span: skill 0.02, uncorrected DM p 0.03. The old rule (best of three
+    at p < 0.05) promoted it; the gate must not."""
+    from tickcast.sim import DEFAULT_START_US
+
+    trades = MarketSimulator(["BTC/USD"], seed=1020, params=SimParams(rate=5, spread_bps=0.0, flow_impact=0.0)
+                             ).until(DEFAULT_START_US + 6 * 3600 * 1_000_000)
+    store = LakeStore(tmp_path / "lake")
+    store.ensure_schema()
+    store.insert("features", features_to_arrow(run_batch(trades, 10, 0.0).features))
+    reg = registry(tmp_path)
+    rep = train_symbol(store, reg, "BTC/USD", None, None, CFG)
+    cands = {m["name"]: m for m in rep["models"] if m["name"] in ("lasso", "xgboost", "online")}
+    lasso = cands["lasso"]
+    assert min(cands.values(), key=lambda m: m["mae"]) is lasso  # the old gate's pick ...
+    assert lasso["skill_vs_persistence"] > 0 and lasso["dm_p_value"] < 0.05  # ... and its old verdict: promote
+    assert lasso["constant"] and "degenerate" in lasso["gate"]["reason"]
+    assert lasso["dm_p_holm"] >= 0.05 and not any(m["gate"]["promotable"] for m in cands.values())
+    assert rep["promoted"]["name"] is None and reg.get_alias("production-BTC_USD") is None
+
+
 def test_same_data_same_seed_same_report(planted_store: LakeStore) -> None:
     cfg = TrainConfig(horizon_seconds=60, window_seconds=10, n_trials=2, progress=False)
     a = train_symbol(planted_store, None, "BTC/USD", None, None, cfg)
