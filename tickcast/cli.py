@@ -88,6 +88,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     env = {"TICKCAST_SYMBOLS": args.symbols} if args.symbols else {}
     if args.min_skill is not None:
+        try:
+            ok = 0 <= float(args.min_skill) < 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise SystemExit(f"tickcast train: --min-skill {args.min_skill} is not accepted: use a skill in [0, 1)")
         env["TICKCAST_MIN_SKILL"] = args.min_skill
     s = _settings(env)
     since = parse_time(args.since) if args.since else None

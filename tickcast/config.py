@@ -196,7 +196,7 @@ class Settings:
 
         min_skill = number("MIN_SKILL", d.min_skill, 0)
         if min_skill >= 1:
-            raise _bad("MIN_SKILL", str(min_skill), "a skill in [0, 1), e.g. 0.002")
+            raise _bad("MIN_SKILL", get("MIN_SKILL") or "", "a skill in [0, 1), e.g. 0.002")
 
         return cls(
             source=source,
