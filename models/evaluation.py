@@ -1,5 +1,6 @@
 """Honest scoring of price predictors: errors in price units, skill over persistence,
-a Diebold–Mariano test, and time-ordered splits with an embargo.
+a Diebold–Mariano test, Holm's correction for several candidates, the break-even cost
+of trading a model's sign, and time-ordered walk-forward folds with an embargo.
 
 >>> import numpy as np
 >>> y = np.array([100.0, 101.0, 102.0, 101.0]); now = np.array([100.5, 100.0, 101.0, 102.0])
@@ -99,3 +100,87 @@ def time_series_folds(n: int, k: int, gap: int) -> list[tuple[np.ndarray, np.nda
     from sklearn.model_selection import TimeSeriesSplit
 
     return [(tr, va) for tr, va in TimeSeriesSplit(n_splits=k, gap=gap).split(np.arange(n))]
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One walk-forward fold: train on rows ``[0, train_end)``, test on
+    ``[test_start, test_end)``; rows in between are the embargo."""
+
+    train_end: int
+    test_start: int
+    test_end: int
+
+
+def walk_forward_folds(ts_us: np.ndarray, n_folds: int, test_fraction: float, embargo_us: int,
+                       horizon_us: int) -> list[Fold]:
+    """Expanding-window walk-forward folds over time-sorted rows.
+
+    The last ``test_fraction`` of the rows is cut into ``n_folds`` consecutive test
+    blocks of (nearly) equal size. Fold ``k`` trains on every row whose **label time**
+    (ts + horizon) is at least ``embargo_us`` before its test block's first row, so
+    no training label overlaps that block, and the training span grows fold by fold.
+
+    >>> ts = np.arange(100) * 10
+    >>> [(f.train_end, f.test_start, f.test_end) for f in walk_forward_folds(ts, 3, 0.3, 60, 60)]
+    [(59, 70, 80), (69, 80, 90), (79, 90, 100)]
+    """
+    ts_us = np.asarray(ts_us)
+    n = len(ts_us)
+    if n_folds < 1:
+        raise ValueError("n_folds must be >= 1")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
+    if not np.all(np.diff(ts_us) >= 0):
+        raise ValueError("rows must be sorted by time")
+    first = int(n * (1 - test_fraction))
+    bounds = np.linspace(first, n, n_folds + 1).round().astype(int)
+    if first <= 0 or np.any(np.diff(bounds) <= 0):
+        raise ValueError(f"cannot cut {n} rows into {n_folds} test blocks with test_fraction={test_fraction}")
+    folds = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        cutoff = ts_us[a] - embargo_us - horizon_us
+        folds.append(Fold(int(np.searchsorted(ts_us, cutoff, side="right")), int(a), int(b)))
+    return folds
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down; controls the family-wise error
+    rate at any alpha without assumptions on the dependence between the tests):
+    reject hypothesis i at level alpha iff its adjusted p-value is <= alpha.
+
+    >>> holm([0.01, 0.04, 0.03])
+    [0.03, 0.06, 0.06]
+    >>> holm([0.5, 0.001])
+    [0.5, 0.002]
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adj = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adj[i] = round(running, 15)
+    return adj
+
+
+def break_even_cost(predicted: np.ndarray, actual: np.ndarray, price_now: np.ndarray) -> dict[str, float]:
+    """The cost per trade at which trading the sign of the predicted move breaks even.
+
+    At every row with a predicted move, the strategy goes long (predicted up) or short
+    (predicted down) at ``price_now`` and closes at the realised price one horizon later:
+    one round trip per row. Its gross return per trade, in basis points, is the
+    round-trip cost (fees + half-spreads, both legs) at which it would earn nothing;
+    negative means it loses even without costs. Rows where the model predicts no move
+    are not traded.
+
+    >>> be = break_even_cost(np.array([101.0, 99.0, 100.0]), np.array([101.0, 101.0, 99.0]), np.array([100.0] * 3))
+    >>> be["trades"], round(be["break_even_bps"], 1)
+    (2, 0.0)
+    """
+    dp = np.sign(np.asarray(predicted, float) - np.asarray(price_now, float))
+    r_bps = np.log(np.asarray(actual, float) / np.asarray(price_now, float)) * 1e4
+    traded = dp != 0
+    n = int(traded.sum())
+    gross = float(np.mean(dp[traded] * r_bps[traded])) if n else float("nan")
+    return {"break_even_bps": gross, "trades": n}

@@ -98,35 +98,52 @@ def cmd_train(args: argparse.Namespace) -> int:
     import json
     import time as _time
 
-    from models.dataset import DatasetError
     from models.registry import registry_from_settings
     from models.train import TrainConfig, format_table, record_run, train
     from tickcast.stores.offline import open_offline
 
-    s = _settings({"TICKCAST_SYMBOLS": args.symbols} if args.symbols else None)
+    env = {"TICKCAST_SYMBOLS": args.symbols} if args.symbols else {}
+    if args.min_skill is not None:
+        try:
+            ok = 0 <= float(args.min_skill) < 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise SystemExit(f"tickcast train: --min-skill {args.min_skill} is not accepted: use a skill in [0, 1)")
+        env["TICKCAST_MIN_SKILL"] = args.min_skill
+    s = _settings(env)
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
     if since is not None and until is not None and since >= until:
         raise SystemExit("tickcast: --since must be before --until")
+    for flag, value, ok, accepted in (("--folds", args.folds, args.folds >= 1, "a whole number >= 1"),
+                                      ("--trials", args.trials, args.trials >= 1, "a whole number >= 1"),
+                                      ("--test-fraction", args.test_fraction, 0 < args.test_fraction < 1,
+                                       "a number in (0, 1)")):
+        if not ok:
+            raise SystemExit(f"tickcast train: {flag} {value} is not accepted: use {accepted}")
     store = open_offline(s.offline_url, read_only=True)
     store.ensure_schema()
     window = args.window or _detect_window(store, s)
     cfg = TrainConfig(horizon_seconds=s.horizon_seconds, window_seconds=window, n_trials=args.trials,
-                      seed=args.seed, test_fraction=args.test_fraction,
-                      online_model=s.online_model if s.online_model != "off" else "linear",
+                      n_folds=args.folds, seed=args.seed, test_fraction=args.test_fraction,
+                      min_skill=s.min_skill, online_model=s.online_model if s.online_model != "off" else "linear",
                       progress=not args.quiet)
     if cfg.horizon_seconds % window:
         raise SystemExit(f"tickcast: the horizon ({cfg.horizon_seconds} s) is not a multiple of the "
                          f"candle length in the store ({window} s); set TICKCAST_HORIZON_SECONDS")
     registry = None if args.no_registry else registry_from_settings(s, writer=True)
     started = int(_time.time() * 1e6)
-    try:
-        reports = train(store, registry, list(s.symbols), since, until, cfg)
-    except DatasetError as e:
-        raise SystemExit(f"tickcast train: {e}") from None
+    reports, skipped = train(store, registry, list(s.symbols), since, until, cfg)
     for r in reports:
         print(format_table(r))
         print()
+    for sym, why in skipped.items():
+        print(f"{sym}: skipped, not trained: {why}")
+    if not reports:
+        store.close()
+        raise SystemExit("tickcast train: nothing to train: "
+                         + "; ".join(f"{sym}: {why}" for sym, why in skipped.items()))
     if args.report:
         payload = reports[0] if len(reports) == 1 else reports
         Path(args.report).write_text(json.dumps(payload, indent=2, default=str) + "\n")
@@ -481,19 +498,30 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_sim)
 
     tr = sub.add_parser(
-        "train", help="train and evaluate models on the offline store; promote only if significant",
+        "train", help="train and evaluate models on the offline store; promote only through a tested gate",
         description="Reads features from the offline store, builds a point-in-time dataset (label = close "
-        "at t + TICKCAST_HORIZON_SECONDS by as-of lookup), scores persistence, mean of the last 10 prices, "
-        "Lasso, tuned XGBoost and the River online model on the same test rows (walk-forward, embargo of "
-        "one horizon), prints a table, and promotes the best model to the registry alias "
-        "production-<SYMBOL> only if it beats persistence (Diebold-Mariano p < 0.05).", epilog=EPILOG)
+        "at t + TICKCAST_HORIZON_SECONDS by as-of lookup) and evaluates persistence, the mean of the last 10 "
+        "prices, Lasso, tuned XGBoost and the River online model walk-forward: the last --test-fraction of the "
+        "rows is cut into --folds test blocks; each fold trains and tunes only on the rows whose labels mature "
+        "one horizon (the embargo) before its block. Prints per model the pooled out-of-sample MAE, RMSE, "
+        "directional accuracy, skill over persistence, Diebold-Mariano p (raw and Holm-corrected over the "
+        "candidates), the folds it wins, and the break-even cost in bps per trade of trading the sign of its "
+        "prediction. The best candidate becomes the registry alias production-<SYMBOL> only if its "
+        "Holm-corrected p < 0.05, it beats persistence in most folds, its skill is at least "
+        "TICKCAST_MIN_SKILL (default 0.002), and it does not predict a constant; the output says, per "
+        "candidate, why or why not. A symbol without enough data is reported and skipped.", epilog=EPILOG)
     tr.add_argument("--since", help="start of the history (RFC 3339, date, or unix seconds)")
     tr.add_argument("--until", help="end of the history, exclusive")
     tr.add_argument("--symbols", help="comma-separated symbols (default: $TICKCAST_SYMBOLS)")
-    tr.add_argument("--report", help="write the JSON report (CONTRACT §6) to this file")
-    tr.add_argument("--trials", type=int, default=12, help="Optuna trials for XGBoost (default 12)")
+    tr.add_argument("--report", help="write the JSON report (one object per trained symbol; a list if several; "
+                    "fields described in the README's Training section) to this file")
+    tr.add_argument("--trials", type=int, default=12, help="Optuna trials for XGBoost, per fold (default 12)")
+    tr.add_argument("--folds", type=int, default=3, help="walk-forward folds (default 3)")
     tr.add_argument("--seed", type=int, default=42, help="random seed (same data + seed = same report)")
-    tr.add_argument("--test-fraction", type=float, default=0.2, help="share of rows in the test span")
+    tr.add_argument("--test-fraction", type=float, default=0.3,
+                    help="share of rows in the out-of-sample span, cut into --folds blocks (default 0.3)")
+    tr.add_argument("--min-skill", help="minimum pooled skill over persistence to promote "
+                    "(default: $TICKCAST_MIN_SKILL or 0.002)")
     tr.add_argument("--window", type=int, default=0,
                     help="candle length of the stored features (default: detected)")
     tr.add_argument("--no-registry", action="store_true", help="evaluate only; store nothing")

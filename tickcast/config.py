@@ -82,6 +82,9 @@ class Settings:
     api_cache_seconds: float = 2.0
     # every dashboard query is cut off by ClickHouse after this (max_execution_time)
     dashboard_query_seconds: float = 10.0
+    # `tickcast train` promotes a model only if its pooled out-of-sample skill over
+    # persistence (1 - MAE/MAE_persistence) reaches this; why this value: README, Training
+    min_skill: float = 0.002
 
     # -- derived ----------------------------------------------------------------
     @property
@@ -202,8 +205,13 @@ class Settings:
         if online_model not in ("linear", "sgd", "arf", "knn", "off"):
             raise _bad("ONLINE_MODEL", online_model, "linear, sgd, arf, knn or off")
 
+        min_skill = number("MIN_SKILL", d.min_skill, 0)
+        if min_skill >= 1:
+            raise _bad("MIN_SKILL", get("MIN_SKILL") or "", "a skill in [0, 1), e.g. 0.002")
+
         return cls(
             source=source,
+            min_skill=min_skill,
             online_model=online_model,
             snapshot_every=integer("SNAPSHOT_EVERY", d.snapshot_every, 1),
             registry_keep=integer("REGISTRY_KEEP", d.registry_keep, 1),
