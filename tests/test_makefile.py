@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,8 +30,10 @@ def test_make_without_a_working_venv_is_one_line(tmp_path: Path, script: str, ex
     py.write_text(script)
     py.chmod(0o755)
     venv = tmp_path / "venv"
+    # as a user types it: not a sub-make of `make test` (which would add "Entering directory" lines)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
     r = subprocess.run(["make", "install", f"PY={py}", f"VENV={venv}"], cwd=REPO, capture_output=True, text=True,
-                       timeout=60)
+                       timeout=60, env=env)
     assert r.returncode != 0
     lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and expect in lines[0], lines
