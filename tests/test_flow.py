@@ -366,7 +366,7 @@ def test_a_flow_run_on_its_own_stops_the_valkey_it_started_and_keeps_its_data(tm
     newest features. `tickcast stop` is the one command that stops a server left running
     (here: the one the API-like reader started again; after a kill -9 of a flow, the same)."""
     from tests.conftest import leftovers
-    from tickcast.embedded import ensure_valkey
+    from tickcast.embedded import ensure_valkey, stop_valkey
     from tickcast.sim import write_replay
     from tickcast.stores.online import OnlineStore
 
@@ -375,15 +375,18 @@ def test_a_flow_run_on_its_own_stops_the_valkey_it_started_and_keeps_its_data(tm
     data = tmp_path / "data"
     env = flow_env(replay, data / "offline", "", TICKCAST_DATA_DIR=str(data), TICKCAST_ONLINE_MODEL="off")
     del env["TICKCAST_REDIS_URL"]
-    r = run_flow(env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert leftovers(data) == []
-    store = OnlineStore(ensure_valkey(data))  # what an API started now does
     try:
-        assert store.get_features("BTC/USD") is not None
+        r = run_flow(env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert leftovers(data) == []
+        store = OnlineStore(ensure_valkey(data))  # what an API started now does
+        try:
+            assert store.get_features("BTC/USD") is not None
+        finally:
+            store.close()
+        r2 = subprocess.run([sys.executable, "-m", "tickcast.cli", "stop", "--data-dir", str(data)], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=60)
+        assert r2.returncode == 0 and "stopped the embedded Valkey" in r2.stderr, r2.stderr
+        assert leftovers(data) == []
     finally:
-        store.close()
-    r2 = subprocess.run([sys.executable, "-m", "tickcast.cli", "stop", "--data-dir", str(data)], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=60)
-    assert r2.returncode == 0 and "stopped the embedded Valkey" in r2.stderr, r2.stderr
-    assert leftovers(data) == []
+        stop_valkey(data)  # whatever failed above, no server outlives the test
