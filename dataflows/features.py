@@ -31,11 +31,10 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 
+from dataflows.chunks import PROGRESS, RawChunk
 from dataflows.sinks import OfflineSink, OnlineSink, RegistrySink
 from dataflows.sources import (
     DEAD,
-    PROGRESS,
-    RawChunk,
     TradeGate,
     is_dead,
     is_live,

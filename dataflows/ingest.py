@@ -32,10 +32,9 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from dataflows.chunks import HEARTBEAT, RawChunk
 from dataflows.kafka_io import KafkaTradeSink, KafkaUnavailable, ensure_topic, partitions_from_env
 from dataflows.sources import (
-    HEARTBEAT,
-    RawChunk,
     TradeGate,
     is_dead,
     make_source,

@@ -37,13 +37,18 @@ while it is at the high watermark, *catch-up* (500 ms) once it has been behind
 without progress for a second; back to live after a second at the end. A broker too
 slow even for live fetches (starved again within 30 s of going live: tansu on S3 at
 ~100 trades/s) gets its live wait doubled, up to 200 ms, so the reader settles on the
-shortest wait this broker can serve (measured: see README). Every fetch
-response carries the partition's high watermark, so each partition knows whether it
-is caught up: it says so downstream with a :data:`PROGRESS` chunk (on every change
-and once a second), and the feature flow lets the wall clock close windows only
-while every partition is caught up (:class:`dataflows.features.PipelineLogic`). A
-consumer that is merely behind — starved, restarted, or reading a backlog — is never
-mistaken for a quiet market.
+shortest wait this broker can serve (measured: see README).
+
+**Knowing how far the stream is complete.** The ingest writes heartbeats into every
+partition behind its trades (``HEARTBEAT_KEY``; see :class:`KafkaTradeSink`); each
+partition reports the newest one it has read (ignoring any more than a minute ahead
+of this host's clock) downstream in a :data:`PROGRESS` chunk (when it changes, at
+most every 0.1 s, and once a second), and the feature flow's clock is the smallest of
+them (:class:`dataflows.features.PipelineLogic`). A topic without heartbeats falls
+back to the wall clock while the partition is at its high watermark, as the last
+fetch response (fresh per the client's statistics) said. A consumer that is merely
+behind — starved, restarted, or reading a backlog — is never mistaken for a quiet
+market.
 
 **End of partition is not end of stream**: the topic is live. For tests, benchmarks
 and backfills, ``TICKCAST_KAFKA_STOP_AT_END=1`` ends each partition at the high
@@ -88,7 +93,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from dataflows.sources import PROGRESS, RawChunk
+from dataflows.chunks import PROGRESS, RawChunk
 from tickcast.config import ConfigError, Settings
 from tickcast.schema import Trade
 from tickcast.wire import encode_trade

@@ -52,7 +52,7 @@ from typing import NoReturn
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from dataflows.sources import HEARTBEAT_EVERY_S, RawChunk, heartbeat_chunk
+from dataflows.chunks import HEARTBEAT_EVERY_S, RawChunk, heartbeat_chunk
 from tickcast.config import ConfigError, Settings
 from tickcast.kraken import KrakenError
 from tickcast.live.ingest_stats import IngestStatsRecorder

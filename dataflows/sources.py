@@ -24,25 +24,10 @@ from typing import Any
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from dataflows.chunks import HEARTBEAT, HEARTBEAT_EVERY_S, RawChunk, heartbeat_chunk
 from tickcast.config import ConfigError, Settings
 from tickcast.kraken import parse_message
 from tickcast.schema import DeadLetter, Trade, safe_iso, trade_json
-
-RawChunk = tuple[str, list[tuple[str, bytes]]]
-# a chunk whose name starts with this is no data but a Kafka partition's caught-up
-# report: [("<partition>/<partitions>", b"<wall µs since caught up, or -1>")]
-# (see dataflows.kafka_io; the feature flow turns it into dataflows.features.SourceProgress)
-PROGRESS = "kafka-progress:"
-# a chunk named HEARTBEAT is no data but a live source's clock: [("", b"<wall µs>")] =
-# every trade the source received before that time is in the chunks emitted before this
-# one. The ingest flow writes it into the topic (dataflows.kafka_io), where it tells the
-# feature flow how far the stream is complete; the direct feature flow ignores it.
-HEARTBEAT = "heartbeat"
-HEARTBEAT_EVERY_S = 0.5
-
-
-def heartbeat_chunk(wall_us: int) -> RawChunk:
-    return (HEARTBEAT, [("", str(wall_us).encode())])
 
 
 class _ReplayPartition(StatefulSourcePartition[RawChunk, int]):

@@ -29,8 +29,8 @@ import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from dataflows.chunks import RawChunk
 from dataflows.kafka_io import _KafkaPartition, ensure_topic, produce_trades
-from dataflows.sources import RawChunk
 from tests.test_flow import (
     REPO,
     assert_matches_batch,
