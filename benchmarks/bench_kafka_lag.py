@@ -98,7 +98,6 @@ def run(kind: str, args: argparse.Namespace) -> None:
         pids = [broker.proc.pid] + ([s3.proc.pid] if s3 is not None and getattr(s3, "proc", None) else [])
         cpu0 = sum(cpu_seconds(p) for p in pids)
         lags: dict[int, list[float]] = {}
-        caught_s = 0.0
         got = 0
         sent = [0]
         t0 = time.perf_counter()
@@ -137,8 +136,6 @@ def run(kind: str, args: argparse.Namespace) -> None:
                         if trades:
                             lags.setdefault(minute, []).append((recv - trades[0].ts_us) / 1000)
                     got += len(lines)
-            if all(p._reported[0] is not None for p in parts):
-                caught_s += 0.001
             time.sleep(0.001)
         produced = sent[0]
         rest, _, _ = drain(parts, produced - got, 60)
