@@ -135,6 +135,14 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         ("symbol", "String"), ("ts", TS), ("model_version", "String"), ("detector", "String"),
         ("detail", "String"),
     ], ("symbol", "model_version", "detector", "ts")),
+    # One news item (tickcast.news.items.NewsItem), scored (CONTRACT §8). symbols: the
+    # configured symbols it maps to, comma-separated; sentiments: JSON {symbol: score};
+    # sentiment: their mean.
+    _table("news", [
+        ("id", "String"), ("published_at", TS), ("available_at", TS), ("source", "String"),
+        ("title", "String"), ("summary", "String"), ("url", "String"), ("symbols", "String"),
+        ("sentiment", "Float64"), ("sentiments", "String"), ("scorer", "String"),
+    ], ("id",), time="available_at"),
     # One row per symbol of a `tickcast train` run; report = the JSON report of CONTRACT §6.
     _table("training_runs", [
         ("run_id", "String"), ("started_at", TS), ("finished_at", TS), ("symbol", "String"),
