@@ -87,8 +87,12 @@ class ModelCache:
             return self._locks.setdefault(symbol, threading.Lock())
 
     def get(self, symbol: str) -> Loaded:
-        from models.registry import RegistryError, RegistryUnavailable, SnapshotRejected
-        from models.train import alias_for
+        from models.registry import (
+            RegistryError,
+            RegistryUnavailable,
+            SnapshotRejected,
+            production_alias,
+        )
 
         cached = self._models.get(symbol)
         now = time.monotonic()
@@ -102,10 +106,10 @@ class ModelCache:
             if cached is not None and time.monotonic() - self._checked.get(symbol, 0) < self.refresh_s:
                 return cached
             try:
-                alias = self.registry.get_alias(alias_for(symbol))
+                alias = self.registry.get_alias(production_alias(symbol))
                 if alias is None:
                     raise ApiError(503, "no_model", f"no production model for {symbol} yet "
-                                   f"(registry alias {alias_for(symbol)} is not set; run tickcast train)")
+                                   f"(registry alias {production_alias(symbol)} is not set; run tickcast train)")
                 if cached is None or cached.version != alias["version"]:
                     predictor, manifest = self.registry.load(alias["name"], alias["version"])
                     cached = Loaded(predictor, manifest["meta"].get("model", predictor.name), alias["version"])

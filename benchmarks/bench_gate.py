@@ -71,8 +71,7 @@ def make_data(data_dir: Path, seed: int, hours: float, impact: float, rate: floa
 
 def run_train(data_dir: Path, trials: int) -> list[dict[str, Any]]:
     """`tickcast train` as a user runs it; returns the reports with the registry's verdict."""
-    from models.registry import registry_from_settings
-    from models.train import alias_for
+    from models.registry import production_alias, registry_from_settings
     from tickcast.config import Settings
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
@@ -88,7 +87,7 @@ def run_train(data_dir: Path, trials: int) -> list[dict[str, Any]]:
         raise SystemExit(f"expected reports for {SYMBOLS}, got {[x['symbol'] for x in reports]}")
     registry = registry_from_settings(Settings.from_env(env))
     for rep in reports:
-        alias = registry.get_alias(alias_for(rep["symbol"]))
+        alias = registry.get_alias(production_alias(rep["symbol"]))
         promoted = rep["promoted"]["name"] is not None
         if promoted != (alias is not None) or (alias is not None and alias["version"] != rep["promoted"]["version"]):
             raise SystemExit(f"report and registry disagree for {rep['symbol']}: {rep['promoted']} vs {alias}")

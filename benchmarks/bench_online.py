@@ -21,7 +21,7 @@ def main() -> None:
     args = ap.parse_args()
     from river import linear_model, preprocessing
 
-    import tickcast.online as online
+    import tickcast.learner as online
     from tickcast.pipeline import run_batch
     from tickcast.sim import MarketSimulator, SimParams
 

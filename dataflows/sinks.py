@@ -25,6 +25,7 @@ from bytewax.outputs import (
 
 from tickcast.config import Settings
 from tickcast.pipeline import StepOutput
+from tickcast.schema import Prediction
 from tickcast.stores.offline import open_offline
 from tickcast.stores.tables import (
     candles_to_arrow,
@@ -110,16 +111,16 @@ class _OnlinePartition(StatelessSinkPartition[StepOutput]):
 
     def write_batch(self, items: list[StepOutput]) -> None:
         newest: dict[str, Any] = {}
-        preds: dict[str, dict[str, Any]] = {}
+        preds: dict[str, Prediction] = {}
         for it in items:
             for row in it.features:
                 cur = newest.get(row.symbol)
                 if cur is None or row.ts_us >= cur.ts_us:
                     newest[row.symbol] = row
             for p in it.predictions:
-                cur_p = preds.get(p["symbol"])
-                if cur_p is None or p["ts_us"] >= cur_p["ts_us"]:
-                    preds[p["symbol"]] = p
+                cur_p = preds.get(p.symbol)
+                if cur_p is None or p.ts_us >= cur_p.ts_us:
+                    preds[p.symbol] = p
         if newest:
             self._store.put_features(list(newest.values()))
         if preds:
@@ -158,7 +159,7 @@ class _RegistryPartition(StatelessSinkPartition[StepOutput]):
         self._registry = registry_from_settings(settings, writer=True)
         self._keep = settings.registry_keep
         self._backoff, self._max_backoff, self._close_wait = backoff_s, max_backoff_s, close_wait_s
-        self._pending: dict[str, Any] = {}  # model name -> newest Snapshot not yet published
+        self._pending: dict[str, Any] = {}  # symbol -> newest Snapshot not yet published
         self._cv = threading.Condition()
         self._closing = False
         self.published = self.retries = self.superseded = self.dropped = 0
@@ -169,19 +170,22 @@ class _RegistryPartition(StatelessSinkPartition[StepOutput]):
         with self._cv:
             for it in items:
                 for snap in it.snapshots:
-                    if snap.name in self._pending:
+                    if snap.symbol in self._pending:
                         self.superseded += 1
-                    self._pending[snap.name] = snap
+                    self._pending[snap.symbol] = snap
             self._cv.notify_all()
 
     def _publish(self, snap: Any) -> None:
         # the payload is an immutable copy taken inside the flow; the registry signs and
         # publishes it atomically
-        self._registry.save_payload(snap.name, snap.payload, snap.meta)
+        from models.registry import online_model_name
+
+        name = online_model_name(snap.symbol)
+        self._registry.save_payload(name, snap.payload, snap.meta)
         try:
-            self._registry.prune(snap.name, self._keep)
+            self._registry.prune(name, self._keep)
         except Exception as e:  # noqa: BLE001 - retention is retried with the next snapshot
-            log.warning("registry: pruning %s failed (%s); retried after the next snapshot", snap.name, e)
+            log.warning("registry: pruning %s failed (%s); retried after the next snapshot", name, e)
 
     def _run(self) -> None:
         import random

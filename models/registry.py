@@ -155,6 +155,39 @@ _LIBRARIES = {"river": "river", "sklearn": "scikit-learn", "xgboost": "xgboost",
 T = TypeVar("T")
 
 
+def _symbol_part(symbol: str) -> str:
+    return symbol.replace("/", "_")
+
+
+# ---- names: the one place that says what the models of a symbol are called -------------
+
+def production_alias(symbol: str) -> str:
+    """The alias ``tickcast train`` moves when a model passes the gate and ``/predict`` serves.
+
+    >>> production_alias("BTC/USD")
+    'production-BTC_USD'
+    """
+    return "production-" + _symbol_part(symbol)
+
+
+def batch_model_name(symbol: str) -> str:
+    """The registry name of a symbol's batch-trained models (promoted or candidates).
+
+    >>> batch_model_name("BTC/USD")
+    'batch-BTC_USD'
+    """
+    return "batch-" + _symbol_part(symbol)
+
+
+def online_model_name(symbol: str) -> str:
+    """The registry name of a symbol's online-model snapshots (written by the feature flow).
+
+    >>> online_model_name("BTC/USD")
+    'online-BTC_USD'
+    """
+    return "online-" + _symbol_part(symbol)
+
+
 class RegistryError(Exception):
     """Base class of every registry failure."""
 

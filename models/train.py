@@ -32,6 +32,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,11 +44,10 @@ from models.dataset import DatasetError, build_dataset, fingerprint, input_colum
 from models.evaluation import break_even_cost, diebold_mariano, score, walk_forward_folds
 from models.gate import DEFAULT_MIN_SKILL, Candidate, GateConfig, decide, folds_needed
 from models.predictor import Predictor
+from models.registry import batch_model_name, production_alias
 from tickcast.schema import FeatureRow, us_to_iso
 
 MIN_ROWS = 300
-PROMOTABLE = ("lasso", "xgboost", "online")  # the gate's candidates (its Holm family)
-BATCH = ("lasso", "xgboost")
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,13 @@ class TrainConfig:
     progress: bool = True
 
 
-def alias_for(symbol: str) -> str:
-    return "production-" + symbol.replace("/", "_")
-
-
 def _log(cfg: TrainConfig, msg: str) -> None:
     if cfg.progress:
         print(msg, file=sys.stderr, flush=True)
 
 
-def fit_lasso(X: np.ndarray, y: np.ndarray, cfg: TrainConfig, gap: int) -> tuple[Any, dict[str, Any]]:
+def fit_lasso(X: np.ndarray, y: np.ndarray, cfg: TrainConfig, gap: int,
+              label: str = "") -> tuple[Any, dict[str, Any]]:
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -162,10 +159,28 @@ def fit_xgboost(X: np.ndarray, y: np.ndarray, cfg: TrainConfig, gap: int,
                    "constant": splits == 0, "tuned_on_rows": len(X)}
 
 
+#: The batch training candidates: name -> ``fit(X, y, cfg, gap, label) -> (estimator,
+#: params)``. ``X`` holds the model inputs of one fold's training span, ``y`` the labels
+#: (log-return to the horizon, bps); ``gap`` is the embargo in rows for any inner
+#: cross-validation; the estimator needs ``predict(X) -> bps`` and pickles, and
+#: ``params["constant"]`` says whether it predicts one constant. Each is tuned and fitted
+#: inside every walk-forward fold, scored on its block and judged by the gate, so a new
+#: candidate is one entry here.
+BATCH_CANDIDATES: dict[str, Callable[..., tuple[Any, dict[str, Any]]]] = {
+    "lasso": fit_lasso,
+    "xgboost": fit_xgboost,
+}
+
+
+def promotable() -> tuple[str, ...]:
+    """The gate's candidates (its Holm family): every batch candidate and the online model."""
+    return (*BATCH_CANDIDATES, "online")
+
+
 def run_online(df_all: pd.DataFrame, test_ts: np.ndarray, symbol: str, cfg: TrainConfig) -> tuple[dict[int, float], Any]:
     """Progressive (prequential) River scoring over all rows in time order."""
     from tickcast.features import FEATURE_NAMES
-    from tickcast.online import OnlineLearner
+    from tickcast.learner import OnlineLearner
 
     learner = OnlineLearner(symbol, cfg.horizon_seconds, cfg.online_model, seed=cfg.seed, snapshot_every=0)
     wanted = set(int(t) for t in test_ts)
@@ -178,7 +193,7 @@ def run_online(df_all: pd.DataFrame, test_ts: np.ndarray, symbol: str, cfg: Trai
         row = FeatureRow(symbol, int(ts_arr[i]), float(close[i]), dict(zip(names, vals[i].tolist(), strict=True)))
         out = learner.on_row(row)
         if out.predictions and row.ts_us in wanted:
-            preds[row.ts_us] = out.predictions[0]["predicted_price"]
+            preds[row.ts_us] = out.predictions[0].predicted_price
     return preds, learner
 
 
@@ -225,7 +240,7 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
               f"(blocks of ~{len(oos) // len(folds):,}), dataset built in {t_build:.1f} s")
 
     # batch models: tuned and fitted inside each fold's training span, scored on its block
-    batch_pred = {name: np.empty(len(oos)) for name in BATCH}
+    batch_pred = {name: np.empty(len(oos)) for name in BATCH_CANDIDATES}
     fold_params: list[dict[str, dict[str, Any]]] = []
     fitted: dict[str, tuple[Any, dict[str, Any]]] = {}
     for k, f in enumerate(folds):
@@ -235,11 +250,10 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
         price_k = ds["price"].to_numpy()[f.test_start: f.test_end]
         sl = slice(f.test_start - folds[0].test_start, f.test_end - folds[0].test_start)
         _log(cfg, f"  {label.strip()}: train {f.train_end:,} rows, test {f.test_end - f.test_start:,} rows")
-        fitted["lasso"] = fit_lasso(Xtr, ytr, cfg, gap)
-        fitted["xgboost"] = fit_xgboost(Xtr, ytr, cfg, gap, label)
-        for name in BATCH:
+        for name, fit in BATCH_CANDIDATES.items():
+            fitted[name] = fit(Xtr, ytr, cfg, gap, label)
             batch_pred[name][sl] = price_k * np.exp(fitted[name][0].predict(Xte) / 1e4)
-        fold_params.append({name: fitted[name][1] for name in BATCH})
+        fold_params.append({name: fitted[name][1] for name in BATCH_CANDIDATES})
     last_train = ds.iloc[: folds[-1].train_end]
 
     _log(cfg, f"  river {cfg.online_model} (progressive) …")
@@ -273,20 +287,21 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
             "params": fold_params[k],
         })
     rows: list[dict[str, Any]] = []
+    family = promotable()
     for name, pred in preds.items():
         row = _model_row(name, pred, actual, price, h_steps)
         row["folds_better"] = sum(
             1 for fr in fold_reports for r in fr["models"] if r["name"] == name and r["skill_vs_persistence"] > 0)
         if name != "persistence":
             row.update(break_even_cost(pred, actual, price))
-        if name in PROMOTABLE:
+        if name in family:
             row["constant"] = bool(fitted[name][1]["constant"])
-            row["constant_in_folds"] = (sum(1 for fp in fold_params if fp[name]["constant"]) if name in BATCH
-                                        else int(row["constant"]))
+            row["constant_in_folds"] = (sum(1 for fp in fold_params if fp[name]["constant"])
+                                        if name in BATCH_CANDIDATES else int(row["constant"]))
         rows.append(row)
 
     gate_cfg = GateConfig(alpha=cfg.alpha, min_skill=cfg.min_skill)
-    cands = [r for r in rows if r["name"] in PROMOTABLE]
+    cands = [r for r in rows if r["name"] in family]
     decisions = decide([Candidate(r["name"], r["dm_p_value"], r["skill_vs_persistence"], r["folds_better"],
                                   len(folds), r["constant"]) for r in cands], gate_cfg)
     for r, d in zip(cands, decisions, strict=True):
@@ -299,7 +314,7 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
     fp = fingerprint(ds)
     est, params = fitted[best["name"]]
     predictor = Predictor(
-        name="river-" + cfg.online_model if best["name"] == "online" else best["name"],
+        name=learner.model_name if best["name"] == "online" else best["name"],
         kind="river" if best["name"] == "online" else "sklearn",
         input_names=[c[2:] for c in cols], estimator=est, feature_set_version=versions[0],
         horizon_seconds=cfg.horizon_seconds, params=params,
@@ -316,7 +331,7 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
         "embargo_seconds": cfg.horizon_seconds,
         "models": rows,
         "folds": fold_reports,
-        "gate": {"alpha": cfg.alpha, "correction": "holm", "candidates": list(PROMOTABLE),
+        "gate": {"alpha": cfg.alpha, "correction": "holm", "candidates": list(family),
                  "min_skill": cfg.min_skill, "folds_needed": folds_needed(len(folds)), "n_folds": len(folds)},
         "params": {k: v[1] for k, v in fitted.items()},
         "seed": cfg.seed,
@@ -326,7 +341,7 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
             "train": report["train"], "test": report["test"], "features": predictor.input_names,
             "feature_set_version": versions[0], "horizon_seconds": cfg.horizon_seconds,
             "data_fingerprint": fp, "seed": cfg.seed, "model_kind": "batch:" + best["name"]}
-    name = "batch-" + symbol.replace("/", "_")
+    name = batch_model_name(symbol)
     if passing:
         verdict = f"{best['name']} passes the gate: {best['gate']['reason'].removeprefix('promotable: ')}"
     else:
@@ -335,7 +350,7 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
     if registry is not None:
         version = registry.save(name, predictor, json_safe(meta))
         if passing:
-            registry.set_alias(alias_for(symbol), name, version, verdict)
+            registry.set_alias(production_alias(symbol), name, version, verdict)
             report["promoted"] = {"name": best["name"], "version": version, "reason": verdict}
         else:
             report["promoted"] = {"name": None, "version": None, "candidate": version,

@@ -27,7 +27,7 @@ from api import create_app
 from api.dashboard import MAX_POINTS, SERIES
 from tickcast.config import Settings
 from tickcast.pipeline import StepOutput, SymbolPipeline, run_batch
-from tickcast.schema import Trade
+from tickcast.schema import DriftEvent, Trade
 from tickcast.stores.offline import open_offline
 from tickcast.stores.tables import TABLES, Column, Table
 
@@ -86,9 +86,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     extra.extend(late)
     if not out.drift_events:  # ADWIN may not fire in 20 minutes: one real row of the table then
         btc_ts = [f.ts_us for f in out.features if f.symbol == "BTC/USD"]
-        out.drift_events.append({"symbol": "BTC/USD", "ts_us": btc_ts[-5],
-                                 "model_version": "river-linear-online", "detector": "ADWIN(abs residual bps)",
-                                 "detail": "drift #1 (test)"})
+        out.drift_events.append(DriftEvent("BTC/USD", btc_ts[-5], "river-linear-online", "ADWIN(abs residual bps)",
+                                           "drift #1 (test)"))
     write_outputs(lake, out, extra)
     return {"tmp": tmp, "lake": lake, "out": out, "store": open_offline(f"chdb://{lake}", read_only=True)}
 
@@ -146,9 +145,9 @@ def test_series_equal_what_the_store_and_the_batch_say(app: Any, world: dict[str
     assert d["range"]["from_ms"] == d["range"]["to_ms"] - 60 * 60_000
 
     # (b) predictions at ts + horizon, and the realised close there
-    preds = [p for p in out.predictions if p["symbol"] == "BTC/USD"]
+    preds = [p for p in out.predictions if p.symbol == "BTC/USD"]
     assert len(preds) > 50
-    assert s["predicted"] == [[(p["ts_us"] + HORIZON * 1_000_000) // 1000, p["predicted_price"]] for p in preds]
+    assert s["predicted"] == [[(p.ts_us + HORIZON * 1_000_000) // 1000, p.predicted_price] for p in preds]
     realised = sql(world, "SELECT toUnixTimestamp64Milli(f.ts), f.close FROM predictions AS p "
                           "INNER JOIN features AS f ON f.symbol = p.symbol "
                           "AND f.ts = p.ts + toIntervalSecond(p.horizon_seconds) "

@@ -301,3 +301,24 @@ def test_out_of_sequence_candles_are_precise_errors(candles: list[Candle]) -> No
         FeatureState(0)
     state.update(candles[1])  # errors leave the state as it was
     assert rows_identical([state.update(candles[2])], compute_features(candles[:3], 10)[2:])
+
+
+def test_model_inputs_row_wise_and_vectorised_agree_on_every_feature() -> None:
+    """tickcast.model_inputs writes each transform twice (per-candle loop, numpy for
+    training): same names, same numbers, NaN exactly where the row-wise form says None."""
+    from tickcast.model_inputs import model_inputs, model_inputs_frame
+
+    rng = np.random.default_rng(7)
+    n = 400
+    values = pd.DataFrame({name: rng.normal(50.0, 30.0, n) for name in FEATURE_NAMES})
+    values.iloc[rng.integers(0, n, 40), rng.integers(0, len(FEATURE_NAMES), 40)] = np.nan
+    close = rng.uniform(-5.0, 200.0, n)  # some prices not positive: no inputs at all
+    frame = model_inputs_frame(close, values)
+    for i in range(n):
+        row = model_inputs(float(close[i]), dict(values.iloc[i]))
+        if row is None:
+            assert frame.iloc[i].isna().all()
+        else:
+            assert list(row) == list(frame.columns)
+            assert np.allclose(list(row.values()), frame.iloc[i].to_numpy(), rtol=1e-12, atol=0.0)
+    assert frame.notna().all(axis=1).sum() > 50  # the comparison covered finite rows too

@@ -82,7 +82,7 @@ def assert_matches_batch(lake: Path, expected: StepOutput) -> None:
     preds = store.query("SELECT symbol, toUnixTimestamp64Micro(ts), predicted_price, samples_seen "
                         "FROM predictions ORDER BY symbol, ts").result_rows
     store.close()
-    exp_p = sorted((p["symbol"], p["ts_us"], p["predicted_price"], p["samples_seen"]) for p in expected.predictions)
+    exp_p = sorted((p.symbol, p.ts_us, p.predicted_price, p.samples_seen) for p in expected.predictions)
     assert len(exp_p) > 0
     assert [tuple(r) for r in preds] == exp_p
     exp_c = sorted(

@@ -269,3 +269,22 @@ def test_real_minute_candles_readme_command(tmp_path: Path) -> None:
     assert [row[0] for row in rows] == ["BTC/USD"]
     stored = json.loads(rows[0][1])
     assert len(stored["folds"]) == 3 and stored["gate"]["min_skill"] == rep["gate"]["min_skill"]
+
+
+def test_a_training_candidate_is_one_table_entry(planted_store: LakeStore, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's contributor example: a ridge regression added to BATCH_CANDIDATES is
+    fitted per fold, scored, judged by the gate and reported — nothing else edited."""
+    from models import train as train_mod
+
+    def fit_ridge(X, y, cfg, gap, label=""):  # type: ignore[no-untyped-def]
+        from sklearn.linear_model import RidgeCV
+        m = RidgeCV().fit(X, y)
+        return m, {"alpha": float(m.alpha_), "constant": not m.coef_.any()}
+
+    monkeypatch.setitem(train_mod.BATCH_CANDIDATES, "ridge", fit_ridge)
+    rep = train_symbol(planted_store, registry(tmp_path), "BTC/USD", None, None, CFG)
+    ridge = next(m for m in rep["models"] if m["name"] == "ridge")
+    assert "ridge" in rep["gate"]["candidates"] and ridge["gate"]["reason"]
+    assert all(any(m["name"] == "ridge" for m in f["models"]) for f in rep["folds"])
+    assert ridge["mae"] > 0 and rep["params"]["ridge"]["alpha"] > 0

@@ -202,8 +202,10 @@ class Settings:
             raise _bad("API_PORT", str(api_port), "a TCP port 1-65535 (or 0 for a free one)")
 
         online_model = get("ONLINE_MODEL") or d.online_model
-        if online_model not in ("linear", "sgd", "arf", "knn", "off"):
-            raise _bad("ONLINE_MODEL", online_model, "linear, sgd, arf, knn or off")
+        from tickcast.learner import MODEL_KINDS
+
+        if online_model not in (*MODEL_KINDS, "off"):
+            raise _bad("ONLINE_MODEL", online_model, f"{', '.join(MODEL_KINDS)} or off")
 
         min_skill = number("MIN_SKILL", d.min_skill, 0)
         if min_skill >= 1:

@@ -24,19 +24,29 @@ from typing import Any
 BPS = 1e4
 
 
+# Transform kinds. Each kind's arithmetic is written twice, side by side: row-wise in
+# model_inputs (the per-candle hot path) and vectorised in _VECTOR (training); a test
+# checks they agree on every feature.
+_BPS, _GAP_BPS, _REL_BPS, _CENTRED, _LOG, _AS_IS = range(6)
+
+#: How a feature becomes a model input — THE table (first matching prefix wins; a feature
+#: matching none is used as it is): (feature-name prefixes, input-name suffix, kind).
+#: A new feature whose name fits a row needs no edit here.
+TRANSFORMS: tuple[tuple[tuple[str, ...], str, int], ...] = (
+    (("ret_", "rv_", "vwap_dist_"), "_bps", _BPS),  # returns, volatility, distances -> bps
+    (("ema_",), "_gap_bps", _GAP_BPS),  # an average -> gap of the price to it, bps
+    (("macd",), "_bps", _REL_BPS),  # MACD family -> relative to the price, bps
+    (("rsi_",), "_c", _CENTRED),  # RSI -> centred on 0, in [-1, 1]
+    (("trades_",), "_log", _LOG),  # counts -> log1p
+)
+
+
 def _rule(name: str) -> tuple[str, int]:
     """How one feature becomes a model input: (input name, transform kind)."""
-    if name.startswith(("ret_", "rv_", "vwap_dist_")):
-        return name + "_bps", 0
-    if name.startswith("ema_"):
-        return name + "_gap_bps", 1
-    if name.startswith("macd"):
-        return name + "_bps", 2
-    if name == "rsi_14":
-        return "rsi_14_c", 3
-    if name.startswith("trades_"):
-        return name + "_log", 4
-    return name, 5
+    for prefixes, suffix, kind in TRANSFORMS:
+        if name.startswith(prefixes):
+            return name + suffix, kind
+    return name, _AS_IS
 
 
 _RULES: dict[str, tuple[str, int]] = {}
@@ -71,21 +81,21 @@ def model_inputs(close: float, values: Mapping[str, float], partial: bool = Fals
             if partial:
                 continue
             return None
-        if kind == 0:  # returns, volatility, distances: basis points
+        if kind == _BPS:
             x[out] = v * BPS
-        elif kind == 5:  # ofi_* in [-1, 1], volume_6 already log1p
+        elif kind == _AS_IS:  # ofi_* in [-1, 1], volume_6 already log1p
             x[out] = v
-        elif kind == 1:  # EMAs: gap of the price to the average, bps
+        elif kind == _GAP_BPS:
             if v <= 0:
                 if partial:
                     continue
                 return None
             x[out] = log(close / v) * BPS
-        elif kind == 2:  # MACD family: relative to the price, bps
+        elif kind == _REL_BPS:
             x[out] = v / close * BPS
-        elif kind == 3:  # RSI centred on 0, in [-1, 1]
+        elif kind == _CENTRED:
             x[out] = (v - 50.0) / 50.0
-        else:  # counts: log
+        else:  # _LOG
             x[out] = log1p(max(v, 0.0))
     return x
 
@@ -99,6 +109,22 @@ def price_from_return(price_now: float, ret_bps: float) -> float:
     return price_now * math.exp(ret_bps / BPS)
 
 
+_VECTOR: dict[int, Any] = {}  # kind -> vectorised transform (built on first use: numpy is imported lazily)
+
+
+def _vector() -> dict[int, Any]:
+    import numpy as np
+
+    return {
+        _BPS: lambda v, c: v * BPS,
+        _GAP_BPS: lambda v, c: np.where(v > 0, np.log(c / v) * BPS, np.nan),
+        _REL_BPS: lambda v, c: v / c * BPS,
+        _CENTRED: lambda v, c: (v - 50.0) / 50.0,
+        _LOG: lambda v, c: np.log1p(np.maximum(v, 0.0)),
+        _AS_IS: lambda v, c: v,
+    }
+
+
 def model_inputs_frame(close: Any, values: Any) -> Any:
     """Vectorised :func:`model_inputs` over a pandas DataFrame of feature columns.
 
@@ -107,23 +133,14 @@ def model_inputs_frame(close: Any, values: Any) -> Any:
     import numpy as np
     import pandas as pd
 
+    if not _VECTOR:
+        _VECTOR.update(_vector())
     close = np.asarray(close, dtype=float)
     out: dict[str, Any] = {}
     with np.errstate(divide="ignore", invalid="ignore"):
         for name in values.columns:
-            v = values[name].to_numpy(dtype=float)
-            if name.startswith(("ret_", "rv_", "vwap_dist_")):
-                out[name + "_bps"] = v * BPS
-            elif name.startswith("ema_"):
-                out[name + "_gap_bps"] = np.where(v > 0, np.log(close / v) * BPS, np.nan)
-            elif name.startswith("macd"):
-                out[name + "_bps"] = v / close * BPS
-            elif name == "rsi_14":
-                out["rsi_14_c"] = (v - 50.0) / 50.0
-            elif name.startswith("trades_"):
-                out[name + "_log"] = np.log1p(np.maximum(v, 0.0))
-            else:
-                out[name] = v
+            out_name, kind = _rule(name)
+            out[out_name] = _VECTOR[kind](values[name].to_numpy(dtype=float), close)
     frame = pd.DataFrame(out, index=values.index)
     bad = ~np.isfinite(frame.to_numpy()).all(axis=1) | ~(np.isfinite(close) & (close > 0))
     frame.loc[bad, :] = np.nan

@@ -15,12 +15,15 @@ from typing import Any
 
 from tickcast.candles import SymbolWindower
 from tickcast.features import FeatureState
-from tickcast.online import OnlineLearner
+from tickcast.learner import OnlineLearner
 from tickcast.schema import (
     MAX_TRADE_ID_JUMP,
     Candle,
     DeadLetter,
+    DriftEvent,
     FeatureRow,
+    ModelMetrics,
+    Prediction,
     Trade,
     safe_iso,
     trade_json,
@@ -34,9 +37,9 @@ class StepOutput:
     candles: list[Candle] = field(default_factory=list)
     features: list[FeatureRow] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    predictions: list[dict[str, Any]] = field(default_factory=list)
-    metrics: list[dict[str, Any]] = field(default_factory=list)  # model_metrics rows
-    drift_events: list[dict[str, Any]] = field(default_factory=list)
+    predictions: list[Prediction] = field(default_factory=list)
+    metrics: list[ModelMetrics] = field(default_factory=list)
+    drift_events: list[DriftEvent] = field(default_factory=list)
     snapshots: list[ModelSnapshot] = field(default_factory=list)
 
     def extend(self, other: StepOutput) -> None:
@@ -62,7 +65,7 @@ class StepOutput:
 class ModelSnapshot:
     """A pickled copy of an online model, taken inside the flow, for the registry."""
 
-    name: str  # registry model name, e.g. "online-BTC_USD"
+    symbol: str  # the registry names it (models.registry.online_model_name)
     payload: bytes
     meta: dict[str, Any]
 
@@ -127,8 +130,7 @@ class SymbolPipeline:
 
     def snapshot_model(self) -> ModelSnapshot:
         assert self.learner is not None
-        name = "online-" + self.symbol.replace("/", "_")
-        return ModelSnapshot(name, pickle.dumps(self.learner.model, protocol=5), self.learner.snapshot_meta())
+        return ModelSnapshot(self.symbol, pickle.dumps(self.learner.model, protocol=5), self.learner.snapshot_meta())
 
     def _plausible(self, trades: list[Trade], now_us: int, out: StepOutput) -> list[Trade]:
         """Refuse (as dead letters) trades whose id jumps more than MAX_TRADE_ID_JUMP above
@@ -191,7 +193,22 @@ def run_batch(
     """Batch driver: the same per-symbol pipelines as the stream, fed by a loop.
 
     Trades are processed in the given order (each symbol's order matters: it is
-    the arrival order); every window is closed at the end, like a replay at EOF."""
+    the arrival order); every window is closed at the end, like a replay at EOF.
+
+    The whole feature pipeline in a few lines — simulated trades of two symbols into
+    10-s candles, features, and the online model's predictions and progressive metrics:
+
+    >>> from tickcast.sim import MarketSimulator, SimParams
+    >>> trades = MarketSimulator(["BTC/USD", "ETH/USD"], seed=7, params=SimParams(rate=5)).next_trades(20_000)
+    >>> out = run_batch(trades, 10, online_model="linear", horizon_seconds=60)
+    >>> len(out.candles), sum(c.trades for c in out.candles)  # every trade in exactly one candle
+    (392, 20000)
+    >>> len(out.features) == len(out.candles) == len(out.predictions)  # one row and prediction per candle
+    True
+    >>> btc = {m.model_name: m for m in out.metrics if m.symbol == "BTC/USD"}  # newest per model
+    >>> sorted(btc), {m.n for m in btc.values()}  # model and baselines, scored on the same labels
+    (['mean_last_10', 'persistence', 'river-linear'], {190})
+    """
     lat_us = int(round(lateness_seconds * 1_000_000))
     pipes: dict[str, SymbolPipeline] = {}
     out = StepOutput()

@@ -135,6 +135,48 @@ class FeatureRow:
     feature_set_version: str = ""
 
 
+class Prediction(NamedTuple):
+    """What a model predicted at ``ts_us`` (its features' event time) for ``ts_us +
+    horizon_seconds``: one row of the ``predictions`` table, and the online store's
+    newest prediction of a symbol."""
+
+    symbol: str
+    ts_us: int
+    model_version: str
+    horizon_seconds: int
+    predicted_price: float
+    model_kind: str  # "online:linear", "batch:xgboost"
+    model_name: str  # "river-linear", "xgboost"
+    price_at_ts: float
+    predicted_return: float  # log-return to the horizon (not bps)
+    samples_seen: int
+
+
+class ModelMetrics(NamedTuple):
+    """Running accuracy of one model (or baseline) of a symbol when a label matures at
+    ``ts_us``: one row of the ``model_metrics`` table. Errors in price units."""
+
+    symbol: str
+    ts_us: int
+    model_name: str
+    horizon_seconds: int
+    n: int
+    mae: float
+    rmse: float
+    directional_accuracy: float  # NaN until a prediction and its outcome both moved
+    mae_recent: float  # over the last labels (see tickcast.learner.ErrorStats)
+
+
+class DriftEvent(NamedTuple):
+    """A drift detector fired for a model at ``ts_us``: one row of ``drift_events``."""
+
+    symbol: str
+    ts_us: int
+    model_version: str
+    detector: str
+    detail: str = ""
+
+
 def trade_json(t: Trade) -> str:
     """A trade as the JSON a dead letter keeps of it (never raises)."""
     import orjson

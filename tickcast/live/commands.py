@@ -31,6 +31,7 @@ from typing import Any
 
 from tickcast.config import Settings
 from tickcast.kraken import KrakenError, trades_to_message
+from tickcast.learner import MODEL_KINDS
 from tickcast.live.kraken_client import ClientConfig, KrakenClient, NetworkUnavailable, RestClient
 from tickcast.schema import Trade, us_to_iso
 
@@ -290,7 +291,7 @@ def register(sub: Any) -> None:
     bf.add_argument("--symbols", help="comma-separated Kraken v2 symbols (default: $TICKCAST_SYMBOLS)")
     bf.add_argument("--out", help="replay file to write (default: DATA_DIR/backfill/backfill_<symbols>_<range>.jsonl)")
     bf.add_argument("--no-flow", action="store_true", help="only write the replay file")
-    bf.add_argument("--online-model", default="off", choices=["off", "linear", "sgd", "arf", "knn"],
+    bf.add_argument("--online-model", default="off", choices=["off", *MODEL_KINDS],
                     help="online model in the flow (default: off)")
     bf.add_argument("--page-pause", type=float, default=1.0,
                     help="seconds between REST pages (Kraken's public rate limit; default 1)")

@@ -28,7 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tickcast.schema import FeatureRow
+from tickcast.schema import FeatureRow, Prediction
 from tickcast.stores.errors import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -131,10 +131,12 @@ class OnlineStore:
         unless a newer one is stored. Returns whether it was written."""
         return self.put_predictions([{**prediction, "symbol": symbol}]) == 1
 
-    def put_predictions(self, preds: Iterable[Mapping[str, Any]]) -> int:
-        """Several predictions (each with ``symbol`` and ``ts_us``); the newest per symbol."""
+    def put_predictions(self, preds: Iterable[Prediction | Mapping[str, Any]]) -> int:
+        """Several predictions (:class:`~tickcast.schema.Prediction` records, or mappings
+        with ``symbol`` and ``ts_us``); the newest per symbol."""
         newest: dict[str, Mapping[str, Any]] = {}
-        for p in preds:
+        for rec in preds:
+            p = rec if isinstance(rec, Mapping) else rec._asdict()
             cur = newest.get(p["symbol"])
             if cur is None or int(p["ts_us"]) >= int(cur["ts_us"]):
                 newest[p["symbol"]] = p

@@ -300,13 +300,15 @@ def dead_letters_to_arrow(rows: Sequence[DeadLetter]) -> pa.Table:
          "reason": d.reason, "position": d.position} for d in rows])
 
 
-def rows_to_arrow(table: str, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """Generic converter from dict rows named like the table's columns.
+def rows_to_arrow(table: str, rows: Sequence[Mapping[str, Any]] | Sequence[tuple[Any, ...]]) -> pa.Table:
+    """Generic converter from rows named like the table's columns: dicts, or the
+    records of :mod:`tickcast.schema` (NamedTuples such as ``Prediction``).
 
     A time column takes int µs under its name or under ``<name>_us`` (also aware
     datetimes); keys that are not columns are ignored; missing non-key values get
     the column default (NaN, "", 0). Missing key/time values raise :class:`StoreError`."""
     t = table_def(table)
+    rows = [r if isinstance(r, Mapping) else r._asdict() for r in rows]  # type: ignore[attr-defined]
     arrays: list[pa.Array] = []
     for c in t.columns:
         try:

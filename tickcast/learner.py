@@ -33,42 +33,62 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tickcast.model_inputs import model_inputs, price_from_return, target_bps
-from tickcast.schema import FeatureRow
+from tickcast.schema import DriftEvent, FeatureRow, ModelMetrics, Prediction
 
-MODEL_KINDS = ("linear", "sgd", "arf", "knn")
 BASELINES = ("persistence", "mean_last_10")
 
 
+def _linear(seed: int) -> Any:
+    from river import linear_model, preprocessing
+
+    # beta = noise precision of the label: 60 s log-returns of ~8 bps -> 1/60 bps^-2
+    return preprocessing.StandardScaler() | linear_model.BayesianLinearRegression(alpha=1.0, beta=1 / 60)
+
+
+def _sgd(seed: int) -> Any:
+    from river import linear_model, optim, preprocessing
+
+    return preprocessing.StandardScaler() | linear_model.LinearRegression(
+        optimizer=optim.SGD(0.005), intercept_lr=0.001, l2=1e-3)
+
+
+def _arf(seed: int) -> Any:
+    from river import forest, preprocessing
+
+    return preprocessing.StandardScaler() | forest.ARFRegressor(n_models=5, seed=seed)
+
+
+def _knn(seed: int) -> Any:
+    from river import neighbors, preprocessing
+
+    return preprocessing.StandardScaler() | neighbors.KNNRegressor(n_neighbors=10)
+
+
+#: The online model kinds: name -> factory(seed) of a fresh River regressor, inputs
+#: standardised online. THE table: ``TICKCAST_ONLINE_MODEL``, ``--online-model`` and the
+#: snapshots' ``model_kind`` all take their names from here, so a new kind is one entry.
+#:
+#: ``linear`` (default) is River's Bayesian linear regression: an exact online ridge with
+#: no learning rate to tune, whose predictions stay near zero until the data support a
+#: signal. Measured on simulated BTC/USD (3,008 matured 60-s labels, 10-s candles; skill =
+#: 1 - MAE/MAE_persistence) with flow_impact 0 / 0.3 / 2.0: linear -0.020 / +0.034 /
+#: +0.317; sgd (lr 0.005) -0.169 / -0.105 / +0.242; arf (5 trees, ~7x slower) -0.055 /
+#: -0.004 / +0.234; knn -0.119 / -0.073 / +0.253.
+MODEL_KINDS: dict[str, Callable[[int], Any]] = {"linear": _linear, "sgd": _sgd, "arf": _arf, "knn": _knn}
+
+
 def make_model(kind: str, seed: int = 42) -> Any:
-    """A fresh River regressor of the given kind, inputs standardised online.
-
-    ``linear`` (default) is River's Bayesian linear regression: an exact online ridge
-    with no learning rate to tune, whose predictions stay near zero until the data
-    support a signal. Measured on simulated BTC/USD (3,008 matured 60-s labels, 10-s
-    candles; skill = 1 - MAE/MAE_persistence) with flow_impact 0 / 0.3 / 2.0:
-    linear -0.020 / +0.034 / +0.317; sgd (lr 0.005) -0.169 / -0.105 / +0.242;
-    arf (5 trees, ~7x slower) -0.055 / -0.004 / +0.234; knn -0.119 / -0.073 / +0.253.
-    """
-    from river import linear_model, neighbors, optim, preprocessing
-
-    if kind == "linear":
-        # beta = noise precision of the label: 60 s log-returns of ~8 bps -> 1/60 bps^-2
-        return preprocessing.StandardScaler() | linear_model.BayesianLinearRegression(alpha=1.0, beta=1 / 60)
-    if kind == "sgd":
-        return preprocessing.StandardScaler() | linear_model.LinearRegression(
-            optimizer=optim.SGD(0.005), intercept_lr=0.001, l2=1e-3
-        )
-    if kind == "arf":
-        from river import forest
-
-        return preprocessing.StandardScaler() | forest.ARFRegressor(n_models=5, seed=seed)
-    if kind == "knn":
-        return preprocessing.StandardScaler() | neighbors.KNNRegressor(n_neighbors=10)
-    raise ValueError(f"model kind must be one of {', '.join(MODEL_KINDS)}; got {kind!r}")
+    """A fresh River regressor of the given kind (a key of :data:`MODEL_KINDS`)."""
+    try:
+        factory = MODEL_KINDS[kind]
+    except KeyError:
+        raise ValueError(f"model kind must be one of {', '.join(MODEL_KINDS)}; got {kind!r}") from None
+    return factory(seed)
 
 
 class _LinearFastPath:
@@ -184,18 +204,15 @@ class ErrorStats:
             self.dir_n += 1
             self.dir_hits += (dp > 0) == (da > 0)
 
-    def metrics_row(self, symbol: str, ts_us: int, model_name: str, horizon_seconds: int) -> dict[str, Any]:
-        """One ``model_metrics`` row: :meth:`row` with its key (one dict, built once)."""
+    def metrics_row(self, symbol: str, ts_us: int, model_name: str, horizon_seconds: int) -> ModelMetrics:
+        """One ``model_metrics`` row."""
         n = self.n or 1
         r = self.recent
-        return {
-            "symbol": symbol, "ts_us": ts_us, "model_name": model_name, "horizon_seconds": horizon_seconds,
-            "n": self.n,
-            "mae": self.abs_sum / n,
-            "rmse": math.sqrt(self.sq_sum / n),
-            "directional_accuracy": (self.dir_hits / self.dir_n) if self.dir_n else float("nan"),
-            "mae_recent": (self.recent_sum / len(r)) if r else float("nan"),
-        }
+        return ModelMetrics(
+            symbol, ts_us, model_name, horizon_seconds, self.n, self.abs_sum / n, math.sqrt(self.sq_sum / n),
+            (self.dir_hits / self.dir_n) if self.dir_n else float("nan"),
+            (self.recent_sum / len(r)) if r else float("nan"),
+        )
 
     def row(self) -> dict[str, float | int]:
         n = self.n or 1
@@ -220,14 +237,34 @@ class Pending:
 
 @dataclass
 class LearnOutput:
-    predictions: list[dict[str, Any]] = field(default_factory=list)
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    drift_events: list[dict[str, Any]] = field(default_factory=list)
+    predictions: list[Prediction] = field(default_factory=list)
+    metrics: list[ModelMetrics] = field(default_factory=list)
+    drift_events: list[DriftEvent] = field(default_factory=list)
     snapshot_due: bool = False
 
 
 class OnlineLearner:
-    """Predict-now, learn-at-maturity River model of ONE symbol (picklable)."""
+    """Predict-now, learn-at-maturity River model of ONE symbol (picklable).
+
+    Feed it the symbol's feature rows in event-time order; each call returns what that
+    row produced. With 10-s rows and a 20-s horizon, the prediction made at row ``i``
+    is learned and scored at row ``i + 2``, when its label (that row's close) exists:
+
+    >>> import math
+    >>> from tickcast.schema import FeatureRow
+    >>> learner = OnlineLearner("X/USD", horizon_seconds=20)
+    >>> for i in range(100):
+    ...     row = FeatureRow("X/USD", (i + 1) * 10_000_000, 100.0 + math.sin(i / 5),
+    ...                      {"ret_1": math.cos(i / 5) / 500})
+    ...     out = learner.on_row(row)
+    >>> learner.samples_seen  # the last two predictions have not matured yet
+    98
+    >>> out.predictions[0].model_name, [m.model_name for m in out.metrics]
+    ('river-linear', ['river-linear', 'persistence', 'mean_last_10'])
+    >>> mae = {name: st.row()["mae"] for name, st in learner.stats.items()}
+    >>> mae["river-linear"] < mae["persistence"]  # the sine is learnable: it beats "no change"
+    True
+    """
 
     def __init__(self, symbol: str, horizon_seconds: int, kind: str = "linear", seed: int = 42,
                  snapshot_every: int = 360, clip_sigmas: float = 4.0) -> None:
@@ -291,12 +328,11 @@ class OnlineLearner:
         self.detector.update(residual)  # type: ignore[no-untyped-call]
         if self.detector.drift_detected:
             self.drifts += 1
-            out.drift_events.append({
-                "symbol": self.symbol, "ts_us": ts_us, "model_version": self.version,
-                "detector": "ADWIN(abs residual bps)",
-                "detail": f"drift #{self.drifts} after {self.samples_seen} samples; "
-                          f"recent MAE {self.stats[self.model_name].row()['mae_recent']:.4g}",
-            })
+            out.drift_events.append(DriftEvent(
+                self.symbol, ts_us, self.version, "ADWIN(abs residual bps)",
+                f"drift #{self.drifts} after {self.samples_seen} samples; "
+                f"recent MAE {self.stats[self.model_name].row()['mae_recent']:.4g}",
+            ))
         if self.snapshot_every and self.samples_seen % self.snapshot_every == 0:
             out.snapshot_due = True
 
@@ -338,13 +374,10 @@ class OnlineLearner:
             y_hat = max(-limit, min(limit, y_hat))
         price = price_from_return(row.close, y_hat)
         self.pending[ts] = Pending(ts, x, row.close, sum(self.closes) / len(self.closes), y_hat, price)
-        out.predictions.append({
-            "symbol": self.symbol, "ts_us": ts, "model_version": self.version,
-            "horizon_seconds": self.horizon_seconds, "predicted_price": price,
-            "model_kind": f"online:{self.kind}", "model_name": self.model_name,
-            "price_at_ts": row.close, "predicted_return": y_hat / 1e4,
-            "samples_seen": self.samples_seen,
-        })
+        out.predictions.append(Prediction(
+            self.symbol, ts, self.version, self.horizon_seconds, price, f"online:{self.kind}", self.model_name,
+            row.close, y_hat / 1e4, self.samples_seen,
+        ))
         return out
 
     def snapshot_meta(self) -> dict[str, Any]:

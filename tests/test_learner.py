@@ -10,7 +10,7 @@ import pytest
 
 from models.evaluation import diebold_mariano
 from tickcast.features import FEATURE_NAMES
-from tickcast.online import OnlineLearner
+from tickcast.learner import OnlineLearner
 from tickcast.pipeline import StepOutput, run_batch
 from tickcast.schema import FeatureRow
 from tickcast.sim import MarketSimulator, SimParams
@@ -28,8 +28,8 @@ def realised(out: StepOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(predicted, actual, price at prediction) per matured prediction — the SQL join
     of predictions with the feature row at ts + horizon, done in Python."""
     close = {f.ts_us: f.close for f in out.features}
-    rows = [(p["predicted_price"], close[p["ts_us"] + H * 1_000_000], p["price_at_ts"])
-            for p in out.predictions if p["ts_us"] + H * 1_000_000 in close]
+    rows = [(p.predicted_price, close[p.ts_us + H * 1_000_000], p.price_at_ts)
+            for p in out.predictions if p.ts_us + H * 1_000_000 in close]
     a = np.array(rows)
     return a[:, 0], a[:, 1], a[:, 2]
 
@@ -66,13 +66,13 @@ def test_planted_order_flow_signal_is_learned(planted: StepOutput) -> None:
 
 
 def test_progressive_metrics_score_model_and_baselines_on_the_same_labels(planted: StepOutput) -> None:
-    last = {m["model_name"]: m for m in planted.metrics}
+    last = {m.model_name: m for m in planted.metrics}
     assert set(last) == {"river-linear", "persistence", "mean_last_10"}
-    assert len({m["n"] for m in last.values()}) == 1  # exactly the same matured labels
+    assert len({m.n for m in last.values()}) == 1  # exactly the same matured labels
     pred, actual, now = realised(planted)
-    assert last["persistence"]["n"] == len(pred)
-    assert math.isclose(last["persistence"]["mae"], float(np.mean(np.abs(now - actual))), rel_tol=1e-9)
-    assert math.isclose(last["river-linear"]["mae"], float(np.mean(np.abs(pred - actual))), rel_tol=1e-9)
+    assert last["persistence"].n == len(pred)
+    assert math.isclose(last["persistence"].mae, float(np.mean(np.abs(now - actual))), rel_tol=1e-9)
+    assert math.isclose(last["river-linear"].mae, float(np.mean(np.abs(pred - actual))), rel_tol=1e-9)
 
 
 def rows(n: int, start: int = 0) -> list[FeatureRow]:
@@ -94,7 +94,7 @@ def test_a_label_is_never_learned_before_its_horizon() -> None:
         # the prediction at row i has seen exactly the labels of rows <= i - steps,
         # i.e. those whose horizon has passed by this row's event time
         assert learner.samples_seen == max(0, i - steps + 1)
-        assert out.predictions[0]["samples_seen"] == learner.samples_seen
+        assert out.predictions[0].samples_seen == learner.samples_seen
         assert all(ts > r.ts_us - H * 1_000_000 for ts in learner.pending)
 
 
@@ -109,7 +109,7 @@ def test_non_finite_inputs_are_skipped_and_counted() -> None:
     assert sum(map(len, outs)) == 28 and not outs[7] and not outs[8]
     # row 7 (no finite input), row 8 (no price) and the label that row 8 should have given
     assert learner.skipped_nonfinite == 3 and learner.skipped_values == 2
-    assert all(math.isfinite(p[0]["predicted_price"]) for p in outs if p)
+    assert all(math.isfinite(p[0].predicted_price) for p in outs if p)
 
 
 def test_learner_pickles_and_resumes_identically() -> None:
@@ -135,8 +135,8 @@ def test_drift_detector_records_a_regime_change() -> None:
         events += learner.on_row(FeatureRow("X/USD", (i + 1) * W * 1_000_000, close, vals, "v")).drift_events
     change, us = 1500 * W * 1_000_000, 1_000_000
     # detected within 300 rows (50 minutes) of the change; early warm-up detections may exist too
-    assert any(change < e["ts_us"] < change + 300 * W * us for e in events), [e["ts_us"] for e in events]
-    assert events[0]["detector"].startswith("ADWIN")
+    assert any(change < e.ts_us < change + 300 * W * us for e in events), [e.ts_us for e in events]
+    assert events[0].detector.startswith("ADWIN")
 
 
 def test_snapshots_are_due_every_n_samples() -> None:
@@ -144,17 +144,17 @@ def test_snapshots_are_due_every_n_samples() -> None:
     out = run_batch(trades, W, 0.0, horizon_seconds=H, online_model="linear", snapshot_every=100)
     assert len(out.snapshots) >= 2
     s = out.snapshots[0]
-    assert s.name == "online-BTC_USD" and s.meta["samples_seen"] == 100
+    assert s.symbol == "BTC/USD" and s.meta["samples_seen"] == 100
     assert s.meta["model_kind"] == "online:linear" and "persistence" in s.meta["metrics"]
     assert pickle.loads(s.payload).predict_one({"ret_1_bps": 0.0}) is not None
 
 
 def test_linear_fast_path_is_bit_identical_to_river() -> None:
-    """The default model's fast path (tickcast.online._LinearFastPath) against River's own
+    """The default model's fast path (tickcast.learner._LinearFastPath) against River's own
     predict_one/learn_one: same predictions, same state, same pickled bytes, through
     warm-up (features appearing one by one), non-finite gaps and a pickle round trip."""
+    from tickcast.learner import _LinearFastPath, make_model
     from tickcast.model_inputs import model_inputs
-    from tickcast.online import _LinearFastPath, make_model
 
     trades = MarketSimulator(["BTC/USD"], seed=3, params=SimParams(rate=3, flow_impact=0.3)).next_trades(40_000)
     feats = run_batch(trades, 5, 0.0, online_model="off").features
