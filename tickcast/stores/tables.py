@@ -300,6 +300,17 @@ def dead_letters_to_arrow(rows: Sequence[DeadLetter]) -> pa.Table:
          "reason": d.reason, "position": d.position} for d in rows])
 
 
+def _record_columns(rows: Sequence[Any]) -> dict[str, Sequence[Any]] | None:
+    """Field name -> column of values when every row is a NamedTuple of one type, else None."""
+    if not rows:
+        return None
+    kind = type(rows[0])
+    fields = getattr(kind, "_fields", None)
+    if fields is None or any(type(r) is not kind for r in rows):
+        return None
+    return dict(zip(fields, zip(*rows, strict=True), strict=True))
+
+
 def rows_to_arrow(table: str, rows: Sequence[Mapping[str, Any]] | Sequence[tuple[Any, ...]]) -> pa.Table:
     """Generic converter from rows named like the table's columns: dicts, or the
     records of :mod:`tickcast.schema` (NamedTuples such as ``Prediction``).
@@ -308,19 +319,27 @@ def rows_to_arrow(table: str, rows: Sequence[Mapping[str, Any]] | Sequence[tuple
     datetimes); keys that are not columns are ignored; missing non-key values get
     the column default (NaN, "", 0). Missing key/time values raise :class:`StoreError`."""
     t = table_def(table)
-    rows = [r if isinstance(r, Mapping) else r._asdict() for r in rows]  # type: ignore[attr-defined]
+    columns = _record_columns(rows)
+    dicts: list[Mapping[str, Any]] = [] if columns is not None else [
+        r if isinstance(r, Mapping) else r._asdict() for r in rows]  # type: ignore[attr-defined]
     arrays: list[pa.Array] = []
     for c in t.columns:
         try:
-            if c.ch_type == TS:
+            if columns is not None:  # records of one type: whole columns, no per-row lookups
+                vals = columns.get(c.name) or columns.get(c.name + "_us") or [None] * len(rows)
+                if c.ch_type == TS and any(isinstance(v, int) for v in vals):
+                    arrays.append(pa.array(vals, pa.int64()).cast(_TS_ARROW))
+                else:
+                    arrays.append(pa.array(vals, c.arrow_type))
+            elif c.ch_type == TS:
                 alt = c.name + "_us"
-                vals = [r[c.name] if c.name in r else r.get(alt) for r in rows]
+                vals = [r[c.name] if c.name in r else r.get(alt) for r in dicts]
                 if any(isinstance(v, int) for v in vals):
                     arrays.append(pa.array(vals, pa.int64()).cast(_TS_ARROW))
                 else:
                     arrays.append(pa.array(vals, _TS_ARROW))
             else:
-                arrays.append(pa.array([r.get(c.name) for r in rows], c.arrow_type))
+                arrays.append(pa.array([r.get(c.name) for r in dicts], c.arrow_type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:
             raise StoreError(f"{table}.{c.name}: values are not {c.ch_type}: {e}") from None
     return conform(table, pa.Table.from_arrays(arrays, names=list(t.names)))
