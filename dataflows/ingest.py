@@ -15,7 +15,7 @@ Shape::
 Delivery: every trade the source emits is acknowledged by Kafka before Bytewax
 commits the epoch (``-r DIR`` recovery), so nothing is lost; a restarted flow may
 re-send the stretch after its last snapshot, which readers drop by ``trade_id``
-(see :mod:`dataflows.kafka_io`). Dead letters are keyed by source and position, so
+(see :mod:`dataflows.kafka.source`). Dead letters are keyed by source and position, so
 re-sent ones do not duplicate.
 
 Failures at start — a bad setting (exit 2), brokers that cannot be reached (exit 1)
@@ -24,7 +24,6 @@ Failures at start — a bad setting (exit 2), brokers that cannot be reached (ex
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -33,7 +32,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.chunks import HEARTBEAT, RawChunk
-from dataflows.kafka_io import KafkaTradeSink, KafkaUnavailable, ensure_topic, partitions_from_env
+from dataflows.kafka.sink import KafkaTradeSink
+from dataflows.kafka.topic import KafkaUnavailable, ensure_trades_topic
 from dataflows.sources import (
     TradeGate,
     is_dead,
@@ -41,6 +41,7 @@ from dataflows.sources import (
     parse_chunk,
 )
 from tickcast.config import ConfigError, Settings
+from tickcast.fatal import fatal
 from tickcast.schema import DeadLetter
 
 
@@ -117,16 +118,12 @@ def _settings_or_exit() -> Settings:
         if s.source == "kafka":
             raise ConfigError("TICKCAST_SOURCE='kafka' is not valid for dataflows.ingest (it writes to Kafka): "
                               "expected kraken, sim or replay:<path to a .jsonl file>")
-        partitions = partitions_from_env()
     except ConfigError as e:
-        print(f"tickcast: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fatal(e, 2)
     try:
-        # fail fast, with one line, when the brokers are not there
-        ensure_topic(s.kafka_brokers, s.trades_topic, partitions)
+        ensure_trades_topic(s)  # fail fast, with one line, when the brokers are not there
     except KafkaUnavailable as e:
-        print(f"tickcast: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fatal(e, 1)
     return s
 
 

@@ -251,16 +251,14 @@ class RegistrySink(DynamicSink[StepOutput]):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         if settings.online_model != "off":
-            import sys
-
             from models.registry import registry_from_settings
             from tickcast.config import ConfigError
+            from tickcast.fatal import fatal
 
             try:
                 registry_from_settings(settings, writer=True)
             except ConfigError as e:
-                print(f"tickcast: {e}", file=sys.stderr)
-                raise SystemExit(2) from None
+                fatal(e, 2)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RegistryPartition:
         return _RegistryPartition(self.settings)

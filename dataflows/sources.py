@@ -25,7 +25,7 @@ import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from dataflows.chunks import HEARTBEAT, HEARTBEAT_EVERY_S, RawChunk, heartbeat_chunk
-from tickcast.config import ConfigError, Settings
+from tickcast.config import Settings
 from tickcast.kraken import parse_message
 from tickcast.schema import DeadLetter, Trade, safe_iso, trade_json
 
@@ -159,7 +159,7 @@ def make_source(settings: Settings) -> FixedPartitionedSource[Any, Any]:
 
         return KrakenSource(settings)
     if settings.source == "kafka":
-        from dataflows.kafka_io import KafkaTradeSource
+        from dataflows.kafka.source import KafkaTradeSource
 
         return KafkaTradeSource(settings)
     raise ValueError(f"unknown source {settings.source!r}")  # Settings validated it already
@@ -170,12 +170,7 @@ def is_live(settings: Settings) -> bool:
     Kafka read that ends at the topic's end (``TICKCAST_KAFKA_STOP_AT_END=1``: a
     backfill or a test, which must not depend on how fast the consumer is)."""
     if settings.source == "kafka":
-        from dataflows.kafka_io import stop_at_end_from_env
-
-        try:
-            return not stop_at_end_from_env()
-        except ConfigError:  # the Kafka source reports the bad value with one line
-            return True
+        return not settings.kafka_stop_at_end
     return settings.replay_path is None
 
 

@@ -358,10 +358,9 @@ def ingest_stats(lake: Path) -> dict[str, object]:
 def kraken_settings(fk: FakeKraken, tmp: Path, monkeypatch: pytest.MonkeyPatch, **kw: object):  # type: ignore[no-untyped-def]
     from tickcast.config import Settings
 
-    monkeypatch.setenv("TICKCAST_KRAKEN_BACKOFF_SECONDS", "0.02")
-    monkeypatch.setenv("TICKCAST_KRAKEN_SILENCE_SECONDS", "1")
     return Settings(source="kraken", symbols=tuple(fk.symbols), kraken_ws_url=fk.ws_url,
                     kraken_rest_url=fk.rest_url, data_dir=tmp, clickhouse_url=f"chdb://{tmp / 'offline'}",
+                    kraken_backoff_seconds=0.02, kraken_silence_seconds=1,
                     **kw)  # type: ignore[arg-type]
 
 
@@ -868,7 +867,7 @@ def test_kafka_path_is_exact_through_kill_9_of_ingest_features_and_broker(tmp_pa
     an ingest that is down nor a consumer that is behind closes a window early)."""
     import threading
 
-    from dataflows.kafka_io import ensure_topic
+    from dataflows.kafka.topic import ensure_topic
     from tickcast.embedded import SeaweedS3
     from tickcast.tansu import TansuBroker
 

@@ -7,7 +7,7 @@ endpoint and keys, e.g. a SeaweedFS server) — and can be killed and restarted 
 the same port and storage. Tests, benchmarks and local demos use it; production
 points ``TICKCAST_KAFKA_BROKERS`` at a real Kafka cluster instead.
 
-Quirks of tansu 0.6 worth knowing (measured; :mod:`dataflows.kafka_io` works
+Quirks of tansu 0.6 worth knowing (measured; :mod:`dataflows.kafka` works
 around all of them):
 
 * ``ListOffsets`` "latest" is wrong (it can answer the base offset of the last
