@@ -24,16 +24,15 @@ Failures at start — a bad setting (exit 2), brokers that cannot be reached (ex
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.chunks import HEARTBEAT, RawChunk
 from dataflows.kafka.sink import KafkaTradeSink
 from dataflows.kafka.topic import KafkaUnavailable, ensure_trades_topic
+from dataflows.sinks import DeadLetterSink
 from dataflows.sources import (
     TradeGate,
     is_dead,
@@ -42,57 +41,6 @@ from dataflows.sources import (
 )
 from tickcast.config import ConfigError, Settings
 from tickcast.fatal import fatal
-from tickcast.schema import DeadLetter
-
-
-class _DeadLetterPartition(StatefulSinkPartition[list[DeadLetter], None]):
-    def __init__(self, url: str, max_delay_s: float) -> None:
-        from tickcast.stores.offline import open_offline
-
-        self._store = open_offline(url)
-        self._store.ensure_schema()
-        self._buf: list[DeadLetter] = []
-        self._oldest = 0.0
-        self._max_delay = max_delay_s
-
-    def write_batch(self, values: list[list[DeadLetter]]) -> None:
-        if not self._buf:
-            self._oldest = time.monotonic()
-        for v in values:
-            self._buf.extend(v)
-        if time.monotonic() - self._oldest >= self._max_delay:
-            self.flush()
-
-    def flush(self) -> None:
-        from tickcast.stores.tables import dead_letters_to_arrow
-
-        if self._buf:
-            self._store.insert("dead_letters", dead_letters_to_arrow(self._buf))
-            self._buf = []
-
-    def snapshot(self) -> None:
-        self.flush()  # before the epoch is committed: a crash cannot lose them
-
-    def close(self) -> None:
-        self.flush()
-        self._store.close()
-
-
-class DeadLetterSink(FixedPartitionedSink[list[DeadLetter], None]):
-    """Dead letters into the offline store's ``dead_letters`` table (one writer)."""
-
-    def __init__(self, url: str, max_delay_s: float = 1.0) -> None:
-        self.url = url
-        self.max_delay_s = max_delay_s
-
-    def list_parts(self) -> list[str]:
-        return ["dead_letters"]
-
-    def part_fn(self, item_key: str) -> int:
-        return 0
-
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _DeadLetterPartition:
-        return _DeadLetterPartition(self.url, self.max_delay_s)
 
 
 def build_flow(settings: Settings) -> Dataflow:

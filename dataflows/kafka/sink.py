@@ -18,6 +18,7 @@ from typing import Any
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError, Producer
 
+from dataflows.batching import BatchingPartition
 from dataflows.kafka.topic import (
     DEFAULT_TIMEOUT_S,
     HEARTBEAT_KEY,
@@ -38,9 +39,13 @@ class KafkaDeliveryError(RuntimeError):
     """The producer could not deliver trades to the topic."""
 
 
-class _KafkaSinkPartition(StatefulSinkPartition[list[Trade] | int, None]):
+class _KafkaSinkPartition(BatchingPartition[list[Trade] | int], StatefulSinkPartition[list[Trade] | int, None]):
+    """Produces every Bytewax batch at once (``max_rows=0``: librdkafka batches); waits
+    for the acknowledgements at every snapshot and at close."""
+
     def __init__(self, brokers: str, topic: str, partitions: int, config: Mapping[str, Any],
                  timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        super().__init__(max_rows=0)
         self._partitions = ensure_topic(brokers, topic, partitions, timeout)
         self._topic = topic
         self._failed: list[tuple[KafkaError, bytes | None]] = []
@@ -94,11 +99,11 @@ class _KafkaSinkPartition(StatefulSinkPartition[list[Trade] | int, None]):
                 self._producer.poll(0.05)
                 self._raise_failures()
 
-    def write_batch(self, values: list[list[Trade] | int]) -> None:
+    def write(self, batch: list[list[Trade] | int]) -> None:
         produce = self._producer.produce
         topic = self._topic
         cb = self._on_delivery
-        for trades in values:
+        for trades in batch:
             if isinstance(trades, int):  # a source heartbeat: into every partition, after its trades
                 hb = heartbeat_value(trades)
                 for p in range(self._partitions):
@@ -119,19 +124,12 @@ class _KafkaSinkPartition(StatefulSinkPartition[list[Trade] | int, None]):
         self._producer.poll(0)
         self._raise_failures()
 
-    def flush(self) -> None:
-        """Wait until every produced trade is acknowledged (or has failed)."""
+    def sync(self) -> None:
+        """Wait until every produced trade is acknowledged (or has failed): at every
+        snapshot, so every trade of an epoch is in the topic before it is committed."""
         while self._producer.flush(1.0) > 0:
             self._raise_failures()
         self._raise_failures()
-
-    def snapshot(self) -> None:
-        # the epoch's recovery state is committed after this returns: every trade of the
-        # epoch must be in the topic by then
-        self.flush()
-
-    def close(self) -> None:
-        self.flush()
 
 
 class KafkaTradeSink(FixedPartitionedSink[list[Trade] | int, None]):
