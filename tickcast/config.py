@@ -19,7 +19,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,17 @@ def parse_number(var: str, raw: str, minimum: float, maximum: float = math.inf, 
     return v
 
 
+def registry_keys(env: Mapping[str, str]) -> dict[str, Any]:
+    """The registry key fields of :class:`Settings` from ``env``: the one place that reads
+    ``TICKCAST_REGISTRY_SIGNING_KEY``, ``TICKCAST_REGISTRY_PUBLIC_KEYS`` and the retired
+    ``TICKCAST_REGISTRY_KEY``."""
+    return {
+        "registry_signing_key": (env.get(PREFIX + "REGISTRY_SIGNING_KEY") or "").strip(),
+        "registry_public_keys": (env.get(PREFIX + "REGISTRY_PUBLIC_KEYS") or "").strip(),
+        "registry_legacy_key": bool((env.get(PREFIX + "REGISTRY_KEY") or "").strip()),
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a tickcast process needs to know. Defaults are the embedded ones."""
@@ -81,6 +92,12 @@ class Settings:
     kraken_silence_seconds: float = 10.0
     kraken_backoff_seconds: float = 0.5  # first reconnect delay (doubles, with jitter)
     model_store: str = ""  # "" -> file://<data_dir>/models
+    # the model registry's keys, as configured: a key in hex, or the path of a file holding
+    # it (a mounted Secret); models.registry parses and checks them. "" -> local key pair
+    # under <data_dir>/registry-keys for a file:// store. Never printed (repr=False).
+    registry_signing_key: str = field(default="", repr=False)
+    registry_public_keys: str = ""
+    registry_legacy_key: bool = False  # TICKCAST_REGISTRY_KEY (the old shared HMAC key) is set: ignored, warned
     # 10-second candles: six per 60-s horizon, so the model sees within-minute
     # dynamics; long enough that liquid Kraken pairs rarely have empty windows, and
     # 30 days x 2 symbols is ~0.5M rows, which trains in minutes.
@@ -264,6 +281,7 @@ class Settings:
             kraken_backoff_seconds=number("KRAKEN_BACKOFF_SECONDS", d.kraken_backoff_seconds, 0,
                                           "a number of seconds >= 0"),
             model_store=model_store,
+            **registry_keys(env),
             window_seconds=window,
             horizon_seconds=horizon,
             allowed_lateness_seconds=number("ALLOWED_LATENESS_SECONDS", d.allowed_lateness_seconds, 0),
