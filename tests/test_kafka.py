@@ -33,7 +33,7 @@ from dataflows.chunks import RawChunk
 from dataflows.kafka.sink import produce_trades
 from dataflows.kafka.source import _KafkaPartition
 from dataflows.kafka.topic import ensure_topic
-from tests.test_flow import (
+from tests.helpers import (
     REPO,
     assert_matches_batch,
     batch_expected,

