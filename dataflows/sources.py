@@ -71,7 +71,8 @@ class _ReplayPartition(StatefulSourcePartition[RawChunk, int]):
 
 
 class ReplaySource(FixedPartitionedSource[RawChunk, int]):
-    """A JSON Lines file of raw Kraken v2 messages (CONTRACT §4), read once to EOF.
+    """A JSON Lines file of raw Kraken v2 messages (format: the README's "Replay files"
+    section), read once to EOF.
 
     One partition (a file is sequential); the symbols fan out to all workers
     downstream. Resume state: the byte offset after the last emitted chunk."""

@@ -292,3 +292,14 @@ def test_a_flow_run_on_its_own_stops_the_valkey_it_started_and_keeps_its_data(tm
         assert leftovers(data) == []
     finally:
         stop_valkey(data)  # whatever failed above, no server outlives the test
+
+
+@pytest.mark.parametrize("module", ["dataflows.batching", "dataflows.chunks", "dataflows.kafka.topic"])
+def test_dataflows_doctests(module: str) -> None:
+    """The runnable examples of dataflows/ (not collected by --doctest-modules: importing
+    dataflows.ingest or dataflows.features builds a flow from the environment)."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0, result
