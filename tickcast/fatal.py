@@ -10,11 +10,14 @@ flushes its output and ends at once (``os._exit``) instead of raising ``SystemEx
 
 Imports nothing from tickcast: any module may use it.
 
->>> try:
-...     fatal(ValueError("TICKCAST_X='y' is not valid: expected z"), 2)
-... except SystemExit as e:
-...     e.code
-2
+>>> import contextlib, io
+>>> with contextlib.redirect_stderr(io.StringIO()) as err:
+...     try:
+...         fatal(ValueError("TICKCAST_X='y' is not valid: expected z"), 2)
+...     except SystemExit as e:
+...         exit_status, message = e.code, str(e)
+>>> exit_status, message == err.getvalue().strip()
+(2, True)
 """
 
 from __future__ import annotations
@@ -24,12 +27,22 @@ import sys
 from typing import NoReturn
 
 
+class Fatal(SystemExit):
+    """The ``SystemExit`` :func:`fatal` raises: exit status ``code``; ``str()`` is the
+    line already printed (so a caller or a test can read what the user saw)."""
+
+    def __init__(self, line: str, code: int) -> None:
+        super().__init__(line)
+        self.code = code  # what the interpreter exits with (an int: it prints nothing more)
+
+
 def fatal(error: BaseException | str, code: int = 1, *, now: bool = False) -> NoReturn:
     """Print ``tickcast: <error>`` (one line) to stderr and end the process with ``code``:
-    by raising ``SystemExit(code)``, or with ``now``, by ``os._exit(code)`` after
-    flushing stdout and stderr."""
-    print(f"tickcast: {error}", file=sys.stderr, flush=True)
+    by raising :class:`Fatal` (a ``SystemExit``), or with ``now``, by ``os._exit(code)``
+    after flushing stdout and stderr."""
+    line = f"tickcast: {error}"
+    print(line, file=sys.stderr, flush=True)
     if now:
         sys.stdout.flush()
         os._exit(code)
-    raise SystemExit(code) from None
+    raise Fatal(line, code)
