@@ -128,7 +128,7 @@ from typing import Any, TypeVar
 from models.signing import KEY_ID_RE as _KEY_ID_RE
 from models.signing import SIGNATURE_RE as _SIGNATURE_RE
 from models.signing import KeyError_, Keyring, PublicKey, SigningKey, parse_public_keys
-from tickcast.config import ConfigError
+from tickcast.config import ConfigError, registry_keys
 
 log = logging.getLogger(__name__)
 
@@ -995,8 +995,6 @@ def registry_from_settings(settings: Any, *, writer: bool = False, timeout: floa
     The variables are those ``Settings.from_env`` read into ``settings`` (its
     ``registry_*`` fields); an ``env`` mapping, when given, is read instead."""
     global _warned_legacy
-    from tickcast.config import registry_keys
-
     keys = registry_keys(env) if env is not None else {
         "registry_signing_key": settings.registry_signing_key,
         "registry_public_keys": settings.registry_public_keys,
