@@ -24,13 +24,13 @@ idempotent sinks of the feature flow the stores end exactly-once.
 fetch waits (a new trade is seen within milliseconds); a consumer reading a backlog
 from a slow broker wants long ones: tansu on S3 answers a fetch it cannot fill within
 ``fetch.wait.max.ms`` with an empty response, so a 10-ms wait read 0 of 3,000 backlog
-records in 30 s (measured; see README). Each partition therefore runs in one of two
+records in 30 s (measured; see the README, "Live ingestion"). Each partition therefore runs in one of two
 modes and switches between them by measurement: *live* (``fetch.wait.max.ms`` 10)
 while it is at the high watermark, *catch-up* (500 ms) once it has been behind
 without progress for a second; back to live after a second at the end. A broker too
 slow even for live fetches (starved again within 30 s of going live: tansu on S3 at
 ~100 trades/s) gets its live wait doubled, up to 200 ms, so the reader settles on the
-shortest wait this broker can serve (measured: see the README's Kafka section).
+shortest wait this broker can serve (measured: see the README, "Live ingestion").
 
 **Knowing how far the stream is complete.** The ingest writes heartbeats into every
 partition behind its trades (``HEARTBEAT_KEY``; see :class:`dataflows.kafka.sink.KafkaTradeSink`); each
