@@ -46,6 +46,7 @@ from flask import Flask, Response, g, jsonify, request
 from api.dashboard import OPENAPI_PATHS as DASHBOARD_PATHS
 from api.dashboard import dashboard
 from tickcast.config import ConfigError, Settings
+from tickcast.fatal import fatal
 from tickcast.schema import us_to_iso
 from tickcast.stores.errors import redact
 
@@ -222,7 +223,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         online: OnlineStore = open_online(settings)
         registry = registry_from_settings(settings, env=env)  # a reader: public keys only
     except ConfigError as e:
-        raise SystemExit(f"tickcast: {redact(str(e))}") from None  # one line, not a traceback
+        fatal(redact(str(e)), 1)  # one line, not a traceback
     app = Flask("tickcast")
     app.json.sort_keys = False  # type: ignore[attr-defined]
     models = ModelCache(registry, cfg.get("model_refresh_seconds", MODEL_REFRESH_SECONDS))

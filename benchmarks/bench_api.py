@@ -21,7 +21,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,12 +30,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def need(tool: str) -> str:
@@ -75,7 +68,7 @@ def main() -> None:
 
     from models.predictor import Predictor
     from models.registry import ModelRegistry
-    from tickcast.embedded import ensure_valkey, stop_valkey
+    from tickcast.embedded import ensure_valkey, free_port, stop_valkey
     from tickcast.features import FEATURE_NAMES
     from tickcast.model_inputs import model_inputs
     from tickcast.schema import FeatureRow

@@ -66,7 +66,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
 
-    from dataflows.kafka_io import ensure_topic, produce_trades
+    from dataflows.kafka.sink import produce_trades
+    from dataflows.kafka.topic import ensure_topic
     from tickcast.config import Settings
     from tickcast.embedded import ensure_valkey, stop_valkey
     from tickcast.kraken import parse_message

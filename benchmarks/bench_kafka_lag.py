@@ -53,7 +53,7 @@ PRODUCER: dict[str, int] = {}
 
 
 def reader(brokers: str, topic: str, resume: dict | None = None):  # type: ignore[no-untyped-def]
-    from dataflows.kafka_io import _KafkaPartition
+    from dataflows.kafka.source import _KafkaPartition
 
     return [_KafkaPartition(brokers, topic, p, resume, 5000, False, LIVE_WAIT, 2) for p in range(2)]
 
@@ -76,7 +76,8 @@ def drain(parts, want: int, timeout: float) -> tuple[int, float, int]:  # type: 
 
 
 def run(kind: str, args: argparse.Namespace) -> None:
-    from dataflows.kafka_io import _KafkaSinkPartition, ensure_topic
+    from dataflows.kafka.sink import _KafkaSinkPartition
+    from dataflows.kafka.topic import ensure_topic
     from tickcast.embedded import SeaweedS3
     from tickcast.sim import MarketSimulator
     from tickcast.tansu import TansuBroker

@@ -2,7 +2,7 @@
 readable in Redis. Target: p99 < 50 ms at 1,000 trades/s.
 
 Started here, all real: the fake Kraken of the tests (a WebSocket v2 server on a free
-port, ``tests/fake_kraken.py``), a Valkey server, and ``python -m bytewax.run
+port, ``tickcast/testing/fake_kraken.py``), a Valkey server, and ``python -m bytewax.run
 dataflows.features`` with ``TICKCAST_SOURCE=kraken`` pointed at the fake (the whole flow:
 parse, candles, features, online learning, offline + online stores). With ``--via-kafka``
 the path is the one ``tickcast up`` runs: ``dataflows.ingest`` (Kraken -> Kafka, a tansu
@@ -169,8 +169,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
 
-    from tests.fake_kraken import FakeKraken
     from tickcast.embedded import ensure_valkey, stop_valkey
+    from tickcast.testing.fake_kraken import FakeKraken
 
     work = Path(tempfile.mkdtemp(prefix="tickcast-bench-latency-"))
     redis_url = ensure_valkey(work)

@@ -22,7 +22,6 @@ source resumes where the last epoch ended; the sinks are idempotent.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +42,7 @@ from dataflows.sources import (
     parse_chunk,
 )
 from tickcast.config import ConfigError, Settings
+from tickcast.fatal import fatal
 from tickcast.pipeline import StepOutput, SymbolPipeline
 from tickcast.schema import Trade
 
@@ -208,8 +208,7 @@ def _settings_or_exit() -> Settings:
     try:
         return Settings.from_env()
     except ConfigError as e:
-        print(f"tickcast: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fatal(e, 2)
 
 
 flow = build_flow(_settings_or_exit())

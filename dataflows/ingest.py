@@ -15,7 +15,7 @@ Shape::
 Delivery: every trade the source emits is acknowledged by Kafka before Bytewax
 commits the epoch (``-r DIR`` recovery), so nothing is lost; a restarted flow may
 re-send the stretch after its last snapshot, which readers drop by ``trade_id``
-(see :mod:`dataflows.kafka_io`). Dead letters are keyed by source and position, so
+(see :mod:`dataflows.kafka.source`). Dead letters are keyed by source and position, so
 re-sent ones do not duplicate.
 
 Failures at start — a bad setting (exit 2), brokers that cannot be reached (exit 1)
@@ -24,16 +24,15 @@ Failures at start — a bad setting (exit 2), brokers that cannot be reached (ex
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.chunks import HEARTBEAT, RawChunk
-from dataflows.kafka_io import KafkaTradeSink, KafkaUnavailable, ensure_topic, partitions_from_env
+from dataflows.kafka.sink import KafkaTradeSink
+from dataflows.kafka.topic import KafkaUnavailable, ensure_trades_topic
+from dataflows.sinks import DeadLetterSink
 from dataflows.sources import (
     TradeGate,
     is_dead,
@@ -41,57 +40,7 @@ from dataflows.sources import (
     parse_chunk,
 )
 from tickcast.config import ConfigError, Settings
-from tickcast.schema import DeadLetter
-
-
-class _DeadLetterPartition(StatefulSinkPartition[list[DeadLetter], None]):
-    def __init__(self, url: str, max_delay_s: float) -> None:
-        from tickcast.stores.offline import open_offline
-
-        self._store = open_offline(url)
-        self._store.ensure_schema()
-        self._buf: list[DeadLetter] = []
-        self._oldest = 0.0
-        self._max_delay = max_delay_s
-
-    def write_batch(self, values: list[list[DeadLetter]]) -> None:
-        if not self._buf:
-            self._oldest = time.monotonic()
-        for v in values:
-            self._buf.extend(v)
-        if time.monotonic() - self._oldest >= self._max_delay:
-            self.flush()
-
-    def flush(self) -> None:
-        from tickcast.stores.tables import dead_letters_to_arrow
-
-        if self._buf:
-            self._store.insert("dead_letters", dead_letters_to_arrow(self._buf))
-            self._buf = []
-
-    def snapshot(self) -> None:
-        self.flush()  # before the epoch is committed: a crash cannot lose them
-
-    def close(self) -> None:
-        self.flush()
-        self._store.close()
-
-
-class DeadLetterSink(FixedPartitionedSink[list[DeadLetter], None]):
-    """Dead letters into the offline store's ``dead_letters`` table (one writer)."""
-
-    def __init__(self, url: str, max_delay_s: float = 1.0) -> None:
-        self.url = url
-        self.max_delay_s = max_delay_s
-
-    def list_parts(self) -> list[str]:
-        return ["dead_letters"]
-
-    def part_fn(self, item_key: str) -> int:
-        return 0
-
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _DeadLetterPartition:
-        return _DeadLetterPartition(self.url, self.max_delay_s)
+from tickcast.fatal import fatal
 
 
 def build_flow(settings: Settings) -> Dataflow:
@@ -117,16 +66,12 @@ def _settings_or_exit() -> Settings:
         if s.source == "kafka":
             raise ConfigError("TICKCAST_SOURCE='kafka' is not valid for dataflows.ingest (it writes to Kafka): "
                               "expected kraken, sim or replay:<path to a .jsonl file>")
-        partitions = partitions_from_env()
     except ConfigError as e:
-        print(f"tickcast: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fatal(e, 2)
     try:
-        # fail fast, with one line, when the brokers are not there
-        ensure_topic(s.kafka_brokers, s.trades_topic, partitions)
+        ensure_trades_topic(s)  # fail fast, with one line, when the brokers are not there
     except KafkaUnavailable as e:
-        print(f"tickcast: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fatal(e, 1)
     return s
 
 

@@ -2,7 +2,7 @@
 
 :class:`KrakenSource` is a Bytewax ``FixedPartitionedSource`` with one partition
 (one WebSocket connection carries every symbol; the symbols fan out to the workers
-downstream). It emits :data:`~dataflows.sources.RawChunk` items
+downstream). It emits :data:`~dataflows.chunks.RawChunk` items
 ``("kraken", [(position, raw_v2_message), ...])`` with positions like
 ``"BTC/USD#103436768"`` (first trade id of the message), so the feature flow parses
 live data with exactly the code it uses for replays.
@@ -44,16 +44,14 @@ interval's counts.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from dataflows.chunks import HEARTBEAT_EVERY_S, RawChunk, heartbeat_chunk
-from tickcast.config import ConfigError, Settings
+from tickcast.config import Settings
+from tickcast.fatal import fatal
 from tickcast.kraken import KrakenError
 from tickcast.live.ingest_stats import IngestStatsRecorder
 from tickcast.live.kraken_client import ClientConfig, ClientThread, NetworkUnavailable
@@ -64,21 +62,14 @@ _IDLE_POLL = timedelta(milliseconds=5)  # how soon to look again when the queue 
 _MAX_EVENTS = 5_000  # per batch
 
 
-def _die(e: BaseException) -> NoReturn:
-    """One clear line instead of a Bytewax/Rust backtrace, then exit at once: Bytewax
-    wraps any exception raised in a source into a panic with a long trace."""
-    code = 1 if isinstance(e, NetworkUnavailable) else 2
-    print(f"tickcast: {e}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(code)
+def _exit_code(e: BaseException) -> int:
+    """1 for a network that is not there, else 2 (a setting or symbol Kraken refuses)."""
+    return 1 if isinstance(e, NetworkUnavailable) else 2
 
 
 class _KrakenPartition(StatefulSourcePartition[RawChunk, State]):
     def __init__(self, settings: Settings, resume: State | None) -> None:
-        try:
-            cfg = ClientConfig.from_settings(settings)
-        except ConfigError as e:
-            _die(e)
+        cfg = ClientConfig.from_settings(settings)
         self._state: State = {s: (int(v[0]), int(v[1])) for s, v in (resume or {}).items()}
         self._bg = ClientThread(cfg, resume=self._state)
         # before the client starts: the first row counts the first connect
@@ -89,7 +80,7 @@ class _KrakenPartition(StatefulSourcePartition[RawChunk, State]):
             # bounded: connect + every ack, or the client's own error
             self._bg.wait_ready(cfg.open_timeout_s + cfg.ack_timeout_s + 5)
         except KrakenError as e:
-            _die(e)
+            fatal(e, _exit_code(e), now=True)  # one line, not a Bytewax panic
         self._awake: datetime | None = None
         self._beat_at = 0.0
 
@@ -114,7 +105,7 @@ class _KrakenPartition(StatefulSourcePartition[RawChunk, State]):
             events = self._bg.drain(_MAX_EVENTS)
         except KrakenError as e:
             self.stats.close(timeout_s=5.0)  # the client has stopped: its final counts
-            _die(e)
+            fatal(e, _exit_code(e), now=True)  # one line, not a Bytewax panic
         beat = self._beat(complete, handled_us, len(events) < _MAX_EVENTS)
         if not events:
             self._awake = datetime.now(UTC) + _IDLE_POLL

@@ -7,12 +7,14 @@ only accepts a feature row that is not older than the one it holds.
 The offline sink buffers rows to make large batched inserts, and flushes the buffer
 in ``snapshot()`` — Bytewax calls it at the end of every epoch, *before* the epoch's
 recovery state is committed — so a crash can lose only rows whose input will be
-replayed.
+replayed. Buffering and flushing are :class:`dataflows.batching.BatchingPartition`'s;
+each sink here only writes a batch.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -23,9 +25,10 @@ from bytewax.outputs import (
     StatelessSinkPartition,
 )
 
+from dataflows.batching import BatchingPartition
 from tickcast.config import Settings
 from tickcast.pipeline import StepOutput
-from tickcast.schema import Prediction
+from tickcast.schema import DeadLetter, Prediction
 from tickcast.stores.offline import open_offline
 from tickcast.stores.tables import (
     candles_to_arrow,
@@ -37,27 +40,19 @@ from tickcast.stores.tables import (
 log = logging.getLogger(__name__)
 
 
-class _OfflinePartition(StatefulSinkPartition[StepOutput, None]):
+class _OfflinePartition(BatchingPartition[StepOutput], StatefulSinkPartition[StepOutput, None]):
     def __init__(self, url: str, max_rows: int, max_delay_s: float) -> None:
+        super().__init__(max_rows, max_delay_s)
         self._store = open_offline(url)
         self._store.ensure_schema()
-        self._buf = StepOutput()
-        self._rows = 0
-        self._max_rows = max_rows
-        self._max_delay = max_delay_s
-        self._oldest = 0.0
 
-    def write_batch(self, items: list[StepOutput]) -> None:
-        if not self._rows:
-            self._oldest = time.monotonic()
-        for it in items:
-            self._buf.extend(it)
-            self._rows += it.rows
-        if self._rows >= self._max_rows or time.monotonic() - self._oldest >= self._max_delay:
-            self.flush()
+    def rows(self, item: StepOutput) -> int:
+        return item.rows
 
-    def flush(self) -> None:
-        b = self._buf
+    def write(self, batch: list[StepOutput]) -> None:
+        b = StepOutput()
+        for it in batch:
+            b.extend(it)
         if b.candles:
             self._store.insert("candles", candles_to_arrow(b.candles))
         if b.features:
@@ -70,15 +65,8 @@ class _OfflinePartition(StatefulSinkPartition[StepOutput, None]):
             self._store.insert("model_metrics", rows_to_arrow("model_metrics", b.metrics))
         if b.drift_events:
             self._store.insert("drift_events", rows_to_arrow("drift_events", b.drift_events))
-        self._buf = StepOutput()
-        self._rows = 0
 
-    def snapshot(self) -> None:
-        self.flush()
-        return None
-
-    def close(self) -> None:
-        self.flush()
+    def release(self) -> None:
         self._store.close()
 
 
@@ -103,16 +91,19 @@ class OfflineSink(FixedPartitionedSink[StepOutput, None]):
         return _OfflinePartition(self.url, self.max_rows, self.max_delay_s)
 
 
-class _OnlinePartition(StatelessSinkPartition[StepOutput]):
+class _OnlinePartition(BatchingPartition[StepOutput], StatelessSinkPartition[StepOutput]):
+    """Writes every Bytewax batch at once (``max_rows=0``): only its newest row per symbol."""
+
     def __init__(self, settings: Settings) -> None:
         from tickcast.stores.online import open_online
 
+        super().__init__(max_rows=0)
         self._store = open_online(settings, lease=True)  # run on its own: stops the Valkey it started
 
-    def write_batch(self, items: list[StepOutput]) -> None:
+    def write(self, batch: list[StepOutput]) -> None:
         newest: dict[str, Any] = {}
         preds: dict[str, Prediction] = {}
-        for it in items:
+        for it in batch:
             for row in it.features:
                 cur = newest.get(row.symbol)
                 if cur is None or row.ts_us >= cur.ts_us:
@@ -126,7 +117,7 @@ class _OnlinePartition(StatelessSinkPartition[StepOutput]):
         if preds:
             self._store.put_predictions(list(preds.values()))
 
-    def close(self) -> None:
+    def release(self) -> None:
         self._store.close()
 
 
@@ -140,9 +131,9 @@ class OnlineSink(DynamicSink[StepOutput]):
         return _OnlinePartition(self.settings)
 
 
-class _RegistryPartition(StatelessSinkPartition[StepOutput]):
+class _RegistryPartition(BatchingPartition[StepOutput], StatelessSinkPartition[StepOutput]):
     """Publishes snapshots from a thread of its own, so an object-store outage never
-    stalls the flow: ``write_batch`` only hands the newest snapshot of each model over
+    stalls the flow: ``write`` (every Bytewax batch, at once) only hands the newest snapshot of each model over
     (a newer one supersedes a pending older one: snapshots are a convenience copy, the
     model state itself is Bytewax recovery state). A failed publish is retried with
     exponential backoff and full jitter (``backoff_s`` up to ``max_backoff_s``) until it
@@ -156,6 +147,7 @@ class _RegistryPartition(StatelessSinkPartition[StepOutput]):
 
         from models.registry import registry_from_settings
 
+        super().__init__(max_rows=0)
         self._registry = registry_from_settings(settings, writer=True)
         self._keep = settings.registry_keep
         self._backoff, self._max_backoff, self._close_wait = backoff_s, max_backoff_s, close_wait_s
@@ -166,9 +158,9 @@ class _RegistryPartition(StatelessSinkPartition[StepOutput]):
         self._thread = threading.Thread(target=self._run, name="tickcast-registry-publisher", daemon=True)
         self._thread.start()
 
-    def write_batch(self, items: list[StepOutput]) -> None:
+    def write(self, batch: list[StepOutput]) -> None:
         with self._cv:
-            for it in items:
+            for it in batch:
                 for snap in it.snapshots:
                     if snap.symbol in self._pending:
                         self.superseded += 1
@@ -233,7 +225,7 @@ class _RegistryPartition(StatelessSinkPartition[StepOutput]):
                             "superseded %d so far)", failures, name, self.published, self.superseded)
                 failures, retry_at = 0, 0.0
 
-    def close(self) -> None:
+    def release(self) -> None:
         with self._cv:
             self._closing = True
             self._cv.notify_all()
@@ -255,16 +247,48 @@ class RegistrySink(DynamicSink[StepOutput]):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         if settings.online_model != "off":
-            import sys
-
             from models.registry import registry_from_settings
             from tickcast.config import ConfigError
+            from tickcast.fatal import fatal
 
             try:
                 registry_from_settings(settings, writer=True)
             except ConfigError as e:
-                print(f"tickcast: {e}", file=sys.stderr)
-                raise SystemExit(2) from None
+                fatal(e, 2)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RegistryPartition:
         return _RegistryPartition(self.settings)
+
+
+class _DeadLetterPartition(BatchingPartition[list[DeadLetter]], StatefulSinkPartition[list[DeadLetter], None]):
+    def __init__(self, url: str, max_delay_s: float) -> None:
+        super().__init__(math.inf, max_delay_s)  # written when the oldest has waited max_delay_s
+        self._store = open_offline(url)
+        self._store.ensure_schema()
+
+    def write(self, batch: list[list[DeadLetter]]) -> None:
+        rows = [d for letters in batch for d in letters]
+        if rows:
+            self._store.insert("dead_letters", dead_letters_to_arrow(rows))
+
+    def release(self) -> None:
+        self._store.close()
+
+
+class DeadLetterSink(FixedPartitionedSink[list[DeadLetter], None]):
+    """Dead letters into the offline store's ``dead_letters`` table (one writer): what
+    the ingest flow does with records it refuses (the feature flow writes its dead
+    letters with :class:`OfflineSink`)."""
+
+    def __init__(self, url: str, max_delay_s: float = 1.0) -> None:
+        self.url = url
+        self.max_delay_s = max_delay_s
+
+    def list_parts(self) -> list[str]:
+        return ["dead_letters"]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _DeadLetterPartition:
+        return _DeadLetterPartition(self.url, self.max_delay_s)

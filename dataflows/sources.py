@@ -25,7 +25,7 @@ import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from dataflows.chunks import HEARTBEAT, HEARTBEAT_EVERY_S, RawChunk, heartbeat_chunk
-from tickcast.config import ConfigError, Settings
+from tickcast.config import Settings
 from tickcast.kraken import parse_message
 from tickcast.schema import DeadLetter, Trade, safe_iso, trade_json
 
@@ -71,7 +71,8 @@ class _ReplayPartition(StatefulSourcePartition[RawChunk, int]):
 
 
 class ReplaySource(FixedPartitionedSource[RawChunk, int]):
-    """A JSON Lines file of raw Kraken v2 messages (CONTRACT §4), read once to EOF.
+    """A JSON Lines file of raw Kraken v2 messages (format: the README's "Replay files"
+    section), read once to EOF.
 
     One partition (a file is sequential); the symbols fan out to all workers
     downstream. Resume state: the byte offset after the last emitted chunk."""
@@ -159,7 +160,7 @@ def make_source(settings: Settings) -> FixedPartitionedSource[Any, Any]:
 
         return KrakenSource(settings)
     if settings.source == "kafka":
-        from dataflows.kafka_io import KafkaTradeSource
+        from dataflows.kafka.source import KafkaTradeSource
 
         return KafkaTradeSource(settings)
     raise ValueError(f"unknown source {settings.source!r}")  # Settings validated it already
@@ -170,12 +171,7 @@ def is_live(settings: Settings) -> bool:
     Kafka read that ends at the topic's end (``TICKCAST_KAFKA_STOP_AT_END=1``: a
     backfill or a test, which must not depend on how fast the consumer is)."""
     if settings.source == "kafka":
-        from dataflows.kafka_io import stop_at_end_from_env
-
-        try:
-            return not stop_at_end_from_env()
-        except ConfigError:  # the Kafka source reports the bad value with one line
-            return True
+        return not settings.kafka_stop_at_end
     return settings.replay_path is None
 
 

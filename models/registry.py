@@ -128,7 +128,7 @@ from typing import Any, TypeVar
 from models.signing import KEY_ID_RE as _KEY_ID_RE
 from models.signing import SIGNATURE_RE as _SIGNATURE_RE
 from models.signing import KeyError_, Keyring, PublicKey, SigningKey, parse_public_keys
-from tickcast.config import ConfigError
+from tickcast.config import ConfigError, registry_keys
 
 log = logging.getLogger(__name__)
 
@@ -988,9 +988,8 @@ class _LocalKeys:
         return self.read()
 
 
-def _env_keys(env: Any) -> tuple[SigningKey | None, list[PublicKey]]:
-    def value(name: str) -> str:
-        v = (env.get(name) or "").strip()
+def _configured_keys(signing: str, public_keys: str) -> tuple[SigningKey | None, list[PublicKey]]:
+    def value(name: str, v: str) -> str:
         if v.startswith("/"):  # a file (e.g. a mounted Kubernetes Secret)
             try:
                 return Path(v).read_text().strip()
@@ -999,17 +998,14 @@ def _env_keys(env: Any) -> tuple[SigningKey | None, list[PublicKey]]:
         return v
 
     signer = None
-    raw = value(SIGNING_KEY_ENV)
+    raw = value(SIGNING_KEY_ENV, signing)
     if raw:
         try:
             signer = SigningKey.parse(raw)
         except KeyError_ as e:
             raise type(e)(f"{SIGNING_KEY_ENV}: {e}") from None
-    raw = value(PUBLIC_KEYS_ENV)
-    try:
-        public = parse_public_keys(raw, PUBLIC_KEYS_ENV) if raw else []
-    except KeyError_:
-        raise
+    raw = value(PUBLIC_KEYS_ENV, public_keys)
+    public = parse_public_keys(raw, PUBLIC_KEYS_ENV) if raw else []
     return signer, public
 
 
@@ -1027,15 +1023,22 @@ def registry_from_settings(settings: Any, *, writer: bool = False, timeout: floa
     ``TICKCAST_REGISTRY_SIGNING_KEY``, else, for a ``file://`` store, the key pair under
     ``<data_dir>/registry-keys/`` (created once). A shared store (s3://) without the
     variables raises :class:`RegistryKeyMissing`; a malformed or weak key raises a
-    ConfigError - both one line."""
+    ConfigError - both one line.
+
+    The variables are those ``Settings.from_env`` read into ``settings`` (its
+    ``registry_*`` fields); an ``env`` mapping, when given, is read instead."""
     global _warned_legacy
-    env = os.environ if env is None else env
+    keys = registry_keys(env) if env is not None else {
+        "registry_signing_key": settings.registry_signing_key,
+        "registry_public_keys": settings.registry_public_keys,
+        "registry_legacy_key": settings.registry_legacy_key,
+    }
     url = settings.model_store_url
-    if (env.get(LEGACY_KEY_ENV) or "").strip() and not _warned_legacy:
+    if keys["registry_legacy_key"] and not _warned_legacy:
         _warned_legacy = True
         log.warning("%s (the shared HMAC key) is no longer used: writers sign with %s, readers trust %s",
                     LEGACY_KEY_ENV, SIGNING_KEY_ENV, PUBLIC_KEYS_ENV)
-    signer, public = _env_keys(env)
+    signer, public = _configured_keys(keys["registry_signing_key"], keys["registry_public_keys"])
     local = _LocalKeys(Path(settings.data_dir)) if url.startswith("file://") else None
     max_payload = int(getattr(settings, "registry_max_payload_mb", DEFAULT_MAX_PAYLOAD_BYTES >> 20) * (1 << 20))
     refresh: Callable[[], list[PublicKey]] | None = None

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import itertools
-import os
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready within {timeout} s")
-        time.sleep(0.05)
+from tests.helpers import free_port, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -95,21 +80,3 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         yield server.aws_env()
     finally:
         server.stop()
-
-
-def leftovers(data: Path) -> list[str]:
-    """Processes of this data dir: named in their arguments (Valkey, SeaweedFS) or started
-    by `up` (every child has TICKCAST_DATA_DIR=<data> in its environment, e.g. tansu)."""
-    mine = f"TICKCAST_DATA_DIR={data}".encode()
-    out = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone, or not ours to read
-        if "pytest" not in args and (str(data) in args or mine in environ):
-            out.append(args)
-    return out

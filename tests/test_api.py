@@ -16,31 +16,17 @@ from api import create_app
 from models.predictor import Predictor
 from models.registry import ModelRegistry
 from models.signing import SigningKey
+from tests.helpers import SIGNER, feature_row, predictor, publish
 from tickcast.config import Settings
 from tickcast.features import FEATURE_NAMES
 from tickcast.model_inputs import model_inputs
-from tickcast.schema import FeatureRow
 from tickcast.stores.online import OnlineStore
 
-SIGNER = SigningKey.generate()  # the trainer's key; the API gets only its public half
 INPUTS = list(model_inputs(100.0, {n: 1.0 for n in FEATURE_NAMES}) or {})
-
-
-def predictor(bias_bps: float, version: str = "fs1-w10s") -> Predictor:
-    X = np.zeros((10, len(INPUTS)))
-    est = Ridge().fit(X, np.full(10, bias_bps))  # predicts exactly bias_bps
-    return Predictor("ridge", "sklearn", INPUTS, est, version, 60)
-
 
 class Exploding:
     def predict(self, X: Any) -> Any:
         raise RuntimeError("boom")
-
-
-def feature_row(symbol: str = "BTC/USD", age_s: float = 1.0, close: float = 60000.0) -> FeatureRow:
-    vals = {n: 0.001 for n in FEATURE_NAMES}
-    vals.update(ema_12=close, ema_26=close, rsi_14=55.0)
-    return FeatureRow(symbol, int((time.time() - age_s) * 1e6), close, vals, "fs1-w10s")
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -59,13 +45,6 @@ def env(request: pytest.FixtureRequest, tmp_path: Path, redis_db_url: str,
                                   "TICKCAST_MODEL_STORE": store})
     return {"settings": settings, "registry": ModelRegistry(store, signer=SIGNER),
             "online": OnlineStore(redis_db_url)}
-
-
-def publish(reg: ModelRegistry, p: Predictor, symbol: str = "BTC/USD") -> str:
-    name = "batch-" + symbol.replace("/", "_")
-    v = reg.save(name, p, {"model": p.name})
-    reg.set_alias("production-" + symbol.replace("/", "_"), name, v, "test")
-    return v
 
 
 def client(env: dict[str, Any], refresh: float = 0.0, feature_cache: float = 0.0) -> Any:
@@ -170,7 +149,7 @@ def test_online_model_prediction(env: dict[str, Any]) -> None:
 
 
 def test_stores_down_are_503_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
     s = Settings.from_env({"TICKCAST_REDIS_URL": f"redis://127.0.0.1:{free_port()}",
@@ -185,7 +164,7 @@ def test_stores_down_are_503_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_registry_down_is_503(tmp_path: Path, redis_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
@@ -267,7 +246,7 @@ def test_linear_fast_path_equals_scikit_learn() -> None:
 def test_unknown_symbols_are_refused_before_any_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unconfigured symbol is a 404 without touching Redis (here: nothing listens), and
     identifiers are matched whole ("BTC/USD\\n" is not BTC/USD)."""
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
     s = Settings.from_env({"TICKCAST_REDIS_URL": f"redis://127.0.0.1:{free_port()}",
@@ -369,7 +348,7 @@ def test_bearer_token_protects_all_but_the_public_routes(env: dict[str, Any]) ->
 
 def test_errors_redact_credentials_and_unexpected_ones_are_bare_500s(
         tmp_path: Path, redis_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
     s = Settings.from_env({"TICKCAST_REDIS_URL": f"redis://:hunter2-redis@127.0.0.1:{free_port()}/0",

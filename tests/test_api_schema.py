@@ -14,7 +14,7 @@ from tickcast.config import Settings
 @pytest.fixture
 def api_schema(tmp_path: Path, redis_db_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     from models.registry import ModelRegistry
-    from tests.test_api import SIGNER, feature_row, predictor, publish
+    from tests.helpers import SIGNER, feature_row, predictor, publish
 
     monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", SIGNER.public.to_text())
     from tickcast.stores.online import OnlineStore

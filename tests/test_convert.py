@@ -167,7 +167,7 @@ def test_symbol_names() -> None:
 def test_converted_rest_page_through_the_flow_equals_krakens_candles(tmp_path: Path, redis_db_url: str) -> None:
     """Real data end to end: REST page -> replay -> `python -m bytewax.run dataflows.features`
     with 60-s candles -> the offline store holds Kraken's own 1-minute OHLC."""
-    from tests.test_flow import flow_env, run_flow
+    from tests.helpers import flow_env, run_flow
     from tickcast.stores.offline import open_offline
 
     rest = SHARED / "kraken_rest"

@@ -264,7 +264,7 @@ def test_empty_lake_is_200_with_empty_series(tmp_path: Path, valkey_url: str) ->
 
 
 def test_unreachable_clickhouse_is_503(tmp_path: Path, valkey_url: str) -> None:
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     s = settings_for(tmp_path, valkey_url, TICKCAST_CLICKHOUSE_URL=f"http://default:pw@127.0.0.1:{free_port()}/db")
     c = create_app({"settings": s}).test_client()

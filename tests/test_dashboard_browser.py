@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_ENV = "TICKCAST_TEST_INSTALL_CHROMIUM"

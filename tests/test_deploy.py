@@ -17,20 +17,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.fake_kraken import FakeKraken
 from tests.grafana_schema import errors, lost_in, sdk_round_trip
-from tests.test_flow import flow_env, run_flow
-from tests.test_kraken_live import kraken_settings, pump_source
+from tests.helpers import compose_binary, flow_env, kraken_settings, pump_source, run_flow
 from tickcast.stores.offline import open_offline
+from tickcast.testing.fake_kraken import FakeKraken
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
-
-
-def compose_binary() -> Path:
-    import compose
-
-    return Path(compose.__file__).parent / "docker-compose"
 
 
 def _secrets_env() -> dict[str, str]:
@@ -97,8 +90,8 @@ def replayed(tmp_path_factory: pytest.TempPathFactory, valkey_url: str) -> Path:
     # reconnects); the source's recorder writes them to the same lake
     from dataflows.kraken_source import _KrakenPartition
 
-    with FakeKraken(heartbeat_s=0.2) as fk, pytest.MonkeyPatch.context() as mp:
-        part = _KrakenPartition(kraken_settings(fk, d, mp, stats_seconds=0.2), None)
+    with FakeKraken(heartbeat_s=0.2) as fk:
+        part = _KrakenPartition(kraken_settings(fk, d, stats_seconds=0.2), None)
         try:
             fk.publish(fk.make_trades(60), per_msg=2)
             fk.publish(fk.make_trades(300), per_msg=2, drop_after=10)

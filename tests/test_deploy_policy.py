@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_deploy import compose_binary
+from tests.helpers import compose_binary
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"

@@ -9,10 +9,6 @@ recovery restart.
 
 from __future__ import annotations
 
-import math
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,82 +18,19 @@ import orjson
 import pytest
 import redis
 
+from tests.helpers import (
+    REPO,
+    SHARED,
+    assert_matches_batch,
+    batch_expected,
+    flow_env,
+    free_port,
+    kill_9_mid_run_then_recover,
+    run_flow,
+)
 from tickcast.kraken import parse_message
-from tickcast.pipeline import StepOutput, run_batch
+from tickcast.pipeline import StepOutput
 from tickcast.stores.offline import open_offline
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-WINDOW = 10
-
-
-def flow_env(replay: Path, lake: Path, redis_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TICKCAST_", "BYTEWAX_"))}
-    env.update(
-        TICKCAST_SOURCE=f"replay:{replay}",
-        TICKCAST_SYMBOLS="BTC/USD,ETH/USD",
-        TICKCAST_DATA_DIR=str(lake.parent),
-        TICKCAST_CLICKHOUSE_URL=f"chdb://{lake}",
-        TICKCAST_REDIS_URL=redis_url,
-        TICKCAST_WINDOW_SECONDS=str(WINDOW),
-        TICKCAST_ALLOWED_LATENESS_SECONDS="0",
-    )
-    env.update(extra)
-    return env
-
-
-def run_flow(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "bytewax.run", "dataflows.features", *args]
-    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-
-
-def batch_expected(replay: Path) -> StepOutput:
-    trades = []
-    for line in replay.read_bytes().splitlines():
-        if line.strip():
-            trades.extend(parse_message(line, "x", 0)[0])
-    return run_batch(trades, WINDOW, 0.0, horizon_seconds=60, online_model="linear", snapshot_every=360)
-
-
-def offline_rows(lake: Path) -> tuple[list[tuple], list[tuple]]:
-    store = open_offline(f"chdb://{lake}", read_only=True)
-    try:
-        candles = store.query(
-            "SELECT symbol, toUnixTimestamp64Micro(window_start), toUnixTimestamp64Micro(window_end), "
-            "open, high, low, close, volume, vwap, trades, buy_volume, sell_volume "
-            "FROM candles ORDER BY symbol, window_start").result_rows
-        features = store.query(
-            "SELECT * EXCEPT ts, toUnixTimestamp64Micro(ts) AS ts_us FROM features ORDER BY symbol, ts"
-        )
-        cols = features.column_names
-        frows = [dict(zip(cols, r, strict=True)) for r in features.result_rows]
-    finally:
-        store.close()
-    return candles, frows
-
-
-def assert_matches_batch(lake: Path, expected: StepOutput) -> None:
-    candles, features = offline_rows(lake)
-    store = open_offline(f"chdb://{lake}", read_only=True)
-    preds = store.query("SELECT symbol, toUnixTimestamp64Micro(ts), predicted_price, samples_seen "
-                        "FROM predictions ORDER BY symbol, ts").result_rows
-    store.close()
-    exp_p = sorted((p.symbol, p.ts_us, p.predicted_price, p.samples_seen) for p in expected.predictions)
-    assert len(exp_p) > 0
-    assert [tuple(r) for r in preds] == exp_p
-    exp_c = sorted(
-        (c.symbol, c.window_start_us, c.window_end_us, c.open, c.high, c.low, c.close, c.volume, c.vwap,
-          c.trades, c.buy_volume, c.sell_volume) for c in expected.candles)
-    assert len(candles) == len(exp_c)
-    assert [tuple(r) for r in candles] == exp_c
-    exp_f = sorted(expected.features, key=lambda f: (f.symbol, f.ts_us))
-    assert len(features) == len(exp_f)
-    for got, exp in zip(features, exp_f, strict=True):
-        assert (got["symbol"], got["ts_us"], got["close"]) == (exp.symbol, exp.ts_us, exp.close)
-        assert got["feature_set_version"] == exp.feature_set_version
-        for name, v in exp.values.items():
-            g = got[name]
-            assert (math.isnan(v) and math.isnan(g)) or g == v, (name, g, v)
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +45,6 @@ def sim_replay(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def expected(sim_replay: Path) -> StepOutput:
     return batch_expected(sim_replay)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_replay_stream_equals_batch_and_fills_online_store(
@@ -252,31 +179,6 @@ def test_kill_9_and_recover_loses_and_duplicates_nothing(tmp_path: Path, redis_d
     kill_9_mid_run_then_recover(flow_env(replay, lake, redis_db_url), lake, expected, tmp_path / "recovery")
 
 
-def kill_9_mid_run_then_recover(env: dict[str, str], lake: Path, expected: StepOutput, rec: Path) -> None:
-    """Run the feature flow with recovery, SIGKILL it once it has written part of the
-    offline store, run it again to the end: the store must equal ``expected`` exactly."""
-    rec.mkdir()
-    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec), "1"], check=True)
-    args = ["-r", str(rec), "-s", "1", "-b", "0"]
-    cmd = [sys.executable, "-m", "bytewax.run", "dataflows.features", *args]
-    p = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    # wait until the flow has written part of the offline store, then kill it hard
-    while time.monotonic() < deadline and p.poll() is None and not list((lake / "candles").glob("*.parquet")):
-        time.sleep(0.02)
-    assert p.poll() is None, f"the flow ended before it could be killed: {p.stderr.read().decode()[-2000:]}"
-    time.sleep(0.5)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    store = open_offline(f"chdb://{lake}", read_only=True)
-    partial = store.query("SELECT count() FROM candles").result_rows[0][0]
-    store.close()
-    assert 0 < partial < len(expected.candles), "the kill must land mid-run"
-    r = run_flow(env, *args)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert_matches_batch(lake, expected)
-
-
 @pytest.mark.parametrize("idle_us, late", [(0, 1), (None, 0)])
 def test_live_watermark_waits_an_idle_grace_before_wall_time_closes_windows(idle_us: int | None, late: int) -> None:
     """A live flow that stalls for 0.5 s (a busy machine, a Kafka backlog) and then reads
@@ -365,7 +267,7 @@ def test_a_flow_run_on_its_own_stops_the_valkey_it_started_and_keeps_its_data(tm
     leave 30 servers), saving what it holds, so an API started later still finds the
     newest features. `tickcast stop` is the one command that stops a server left running
     (here: the one the API-like reader started again; after a kill -9 of a flow, the same)."""
-    from tests.conftest import leftovers
+    from tests.helpers import leftovers
     from tickcast.embedded import ensure_valkey, stop_valkey
     from tickcast.sim import write_replay
     from tickcast.stores.online import OnlineStore
@@ -390,3 +292,14 @@ def test_a_flow_run_on_its_own_stops_the_valkey_it_started_and_keeps_its_data(tm
         assert leftovers(data) == []
     finally:
         stop_valkey(data)  # whatever failed above, no server outlives the test
+
+
+@pytest.mark.parametrize("module", ["dataflows.batching", "dataflows.chunks", "dataflows.kafka.topic"])
+def test_dataflows_doctests(module: str) -> None:
+    """The runnable examples of dataflows/ (not collected by --doctest-modules: importing
+    dataflows.ingest or dataflows.features builds a flow from the environment)."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0, result

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataflows.sources import TradeGate, is_dead, parse_chunk
-from tests.test_flow import REPO, assert_matches_batch, batch_expected, flow_env, run_flow
+from tests.helpers import REPO, assert_matches_batch, batch_expected, flow_env, run_flow
 from tickcast.kraken import parse_message
 from tickcast.pipeline import SymbolPipeline
 from tickcast.schema import us_to_iso

@@ -30,8 +30,10 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from dataflows.chunks import RawChunk
-from dataflows.kafka_io import _KafkaPartition, ensure_topic, produce_trades
-from tests.test_flow import (
+from dataflows.kafka.sink import produce_trades
+from dataflows.kafka.source import _KafkaPartition
+from dataflows.kafka.topic import ensure_topic
+from tests.helpers import (
     REPO,
     assert_matches_batch,
     batch_expected,
@@ -192,7 +194,7 @@ def test_source_partition_resumes_skips_heartbeats_and_stops_at_the_end(broker: 
     forged one from the future is ignored."""
     from confluent_kafka import Producer
 
-    from dataflows.kafka_io import HEARTBEAT_KEY, heartbeat_value
+    from dataflows.kafka.topic import HEARTBEAT_KEY, heartbeat_value
 
     topic = new_topic()
     ensure_topic(broker.bootstrap, topic, partitions=1)

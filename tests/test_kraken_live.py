@@ -1,4 +1,4 @@
-"""Live ingestion against a fake Kraken (tests/fake_kraken.py): no internet needed.
+"""Live ingestion against a fake Kraken (tickcast/testing/fake_kraken.py): no internet needed.
 
 The promise under test: **every trade exactly once**. In each scenario — connections
 dropped mid-stream (several times, during bursts), a silent connection, malformed
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.fake_kraken import RECORDED_WS, FakeKraken, recorded_frames
+from tests.helpers import free_port, kraken_settings, pump_source
 from tickcast.kraken import KrakenError, parse_message
 from tickcast.live.kraken_client import (
     ClientConfig,
@@ -40,6 +39,7 @@ from tickcast.live.kraken_client import (
 )
 from tickcast.schema import Trade
 from tickcast.stores.offline import open_offline
+from tickcast.testing.fake_kraken import RECORDED_WS, FakeKraken, recorded_frames
 
 REPO = Path(__file__).resolve().parents[1]
 WINDOW_US = 1_000_000
@@ -323,9 +323,7 @@ def test_unknown_symbol_fails_at_start_naming_it(fake: FakeKraken) -> None:
 @pytest.mark.parametrize("url", ["closed-port", "ws://tickcast-no-such-host.invalid/v2"])
 def test_no_network_fails_fast_with_the_offline_hint(fake: FakeKraken, url: str) -> None:
     if url == "closed-port":
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            url = f"ws://127.0.0.1:{s.getsockname()[1]}/v2"
+        url = f"ws://127.0.0.1:{free_port()}/v2"
     bg = ClientThread(config(fake, ws_url=url)).start()
     t0 = time.monotonic()
     with pytest.raises(NetworkUnavailable) as e:
@@ -355,32 +353,6 @@ def ingest_stats(lake: Path) -> dict[str, object]:
     return dict(zip(("rows", "sessions", "source", *COUNTERS, "seconds"), row, strict=True)) | {"list": rows}
 
 
-def kraken_settings(fk: FakeKraken, tmp: Path, monkeypatch: pytest.MonkeyPatch, **kw: object):  # type: ignore[no-untyped-def]
-    from tickcast.config import Settings
-
-    monkeypatch.setenv("TICKCAST_KRAKEN_BACKOFF_SECONDS", "0.02")
-    monkeypatch.setenv("TICKCAST_KRAKEN_SILENCE_SECONDS", "1")
-    return Settings(source="kraken", symbols=tuple(fk.symbols), kraken_ws_url=fk.ws_url,
-                    kraken_rest_url=fk.rest_url, data_dir=tmp, clickhouse_url=f"chdb://{tmp / 'offline'}",
-                    **kw)  # type: ignore[arg-type]
-
-
-def pump_source(part, fk: FakeKraken, got: list[Trade], until_all: bool = True,  # type: ignore[no-untyped-def]
-                timeout: float = 15.0) -> None:
-    """Call the source partition's next_batch as Bytewax's worker would (every 5 ms when
-    idle), parsing what it emits into ``got``, until every server trade arrived (or for
-    ``timeout`` seconds when ``until_all`` is false)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for _, msgs in part.next_batch():
-            for pos, raw in msgs:
-                got.extend(parse_message(raw, "kraken", 0, pos)[0])
-        if until_all and len(got) >= len(fk.all_trades()):
-            return
-        time.sleep(0.005)
-    assert not until_all, f"{len(fk.all_trades()) - len(got)} trades never arrived"
-
-
 def test_source_writes_ingest_stats_that_add_up_to_what_happened(
         fake: FakeKraken, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real Bytewax source partition (driven by hand, as Bytewax's worker would): a drop
@@ -390,7 +362,7 @@ def test_source_writes_ingest_stats_that_add_up_to_what_happened(
     from dataflows.kraken_source import _KrakenPartition
 
     t0 = time.monotonic()
-    part = _KrakenPartition(kraken_settings(fake, tmp_path, monkeypatch, stats_seconds=0.3), None)
+    part = _KrakenPartition(kraken_settings(fake, tmp_path, stats_seconds=0.3), None)
     got: list[Trade] = []
 
     def pump(until_all: bool = True, timeout: float = 15.0) -> None:
@@ -461,9 +433,7 @@ def test_ingest_stats_writer_keeps_rows_while_the_store_fails_and_says_so_when_i
     assert (st["rows"], st["reconnects"], st["filled"], st["gaps"]) == (4, 3, 60, 1)
 
     caplog.clear()
-    with socket.socket() as s:  # a ClickHouse server that is not there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a ClickHouse server that is not there
     rec = IngestStatsRecorder(f"http://u:secret@127.0.0.1:{port}/default", "kraken", ClientStats().as_dict, 5)
     rec.close(timeout_s=0.5)
     assert rec.rows_written == 0 and rec.rows_dropped == 1
@@ -795,7 +765,7 @@ def test_up_kafka_live_session_with_drops_and_garbage_is_exact(tmp_path: Path) -
     drops (during bursts: the rest comes from REST) and malformed frames; after the last
     trade the wall clock closes the windows, then Ctrl-C. The candles hold exactly the
     served trades, and nothing of this data dir keeps running."""
-    from tests.conftest import free_port, leftovers
+    from tests.helpers import leftovers
 
     data, port = tmp_path / "data", free_port()
     with FakeKraken(heartbeat_s=0.5) as fk:
@@ -868,7 +838,7 @@ def test_kafka_path_is_exact_through_kill_9_of_ingest_features_and_broker(tmp_pa
     an ingest that is down nor a consumer that is behind closes a window early)."""
     import threading
 
-    from dataflows.kafka_io import ensure_topic
+    from dataflows.kafka.topic import ensure_topic
     from tickcast.embedded import SeaweedS3
     from tickcast.tansu import TansuBroker
 

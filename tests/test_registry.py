@@ -389,12 +389,10 @@ def test_reader_never_sees_a_partial_snapshot(registry: ModelRegistry) -> None:
 
 
 # -- configuration and failures ---------------------------------------------------------------
-def test_registry_from_settings_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registry_from_settings_keys(tmp_path: Path) -> None:
     """Laptop: zero configuration (a key pair under the data dir, readers get the public
     key only, also when they start before the first writer). Shared stores: the
     variables, checked with one line each."""
-    for var in ("TICKCAST_REGISTRY_SIGNING_KEY", "TICKCAST_REGISTRY_PUBLIC_KEYS", "TICKCAST_REGISTRY_KEY"):
-        monkeypatch.delenv(var, raising=False)
     settings = Settings.from_env({"TICKCAST_DATA_DIR": str(tmp_path)})
     reader = registry_from_settings(settings)  # before any writer: an empty keyring, re-read later
     assert reader.signer is None and len(reader.keyring) == 0
@@ -412,30 +410,30 @@ def test_registry_from_settings_keys(tmp_path: Path, monkeypatch: pytest.MonkeyP
     # configured keys win over the local pair: a writer with another key is refused by a
     # reader that trusts only the configured public key
     other = SigningKey.generate()
-    monkeypatch.setenv("TICKCAST_REGISTRY_SIGNING_KEY", other.to_text())
-    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", other.public.to_text())
-    w2 = registry_from_settings(settings, writer=True)
+    env = {"TICKCAST_DATA_DIR": str(tmp_path), "TICKCAST_REGISTRY_SIGNING_KEY": other.to_text(),
+           "TICKCAST_REGISTRY_PUBLIC_KEYS": other.public.to_text()}
+    w2 = registry_from_settings(Settings.from_env(env), writer=True)
     v2 = w2.save("m", Blob(2), {})
-    r2 = registry_from_settings(settings)
+    r2 = registry_from_settings(Settings.from_env(env))
     assert r2.load("m", v2)[0].n == 2 and r2.signer is None
     with pytest.raises(SnapshotRejected, match="not in the keyring"):
         r2.load("m", v)
     # a key file path works too (a mounted Secret)
     (tmp_path / "pub").write_text(f"{other.public.to_text()}\n{writer.signer.public.to_text()}\n")  # type: ignore[union-attr]
-    monkeypatch.setenv("TICKCAST_REGISTRY_PUBLIC_KEYS", str(tmp_path / "pub"))
-    assert registry_from_settings(settings).load("m", v)[0].n == 1
+    env["TICKCAST_REGISTRY_PUBLIC_KEYS"] = str(tmp_path / "pub")
+    assert registry_from_settings(Settings.from_env(env)).load("m", v)[0].n == 1
 
-    s3 = Settings.from_env({"TICKCAST_DATA_DIR": str(tmp_path), "TICKCAST_MODEL_STORE": "s3://b/p"})
-    monkeypatch.delenv("TICKCAST_REGISTRY_SIGNING_KEY")
+    s3_env = {"TICKCAST_DATA_DIR": str(tmp_path), "TICKCAST_MODEL_STORE": "s3://b/p",
+              "TICKCAST_REGISTRY_PUBLIC_KEYS": other.public.to_text()}
     with pytest.raises(RegistryKeyMissing, match="TICKCAST_REGISTRY_SIGNING_KEY is not set") as exc:
-        registry_from_settings(s3, writer=True)
+        registry_from_settings(Settings.from_env(s3_env), writer=True)
     assert isinstance(exc.value, ConfigError) and "\n" not in str(exc.value)  # the CLI prints one line
-    monkeypatch.delenv("TICKCAST_REGISTRY_PUBLIC_KEYS")
+    del s3_env["TICKCAST_REGISTRY_PUBLIC_KEYS"]
+    s3 = Settings.from_env(s3_env)
     with pytest.raises(RegistryKeyMissing, match="TICKCAST_REGISTRY_PUBLIC_KEYS is not set"):
         registry_from_settings(s3)
     # a reader given a signing key by mistake: read-only all the same, trusting its public half
-    monkeypatch.setenv("TICKCAST_REGISTRY_SIGNING_KEY", other.to_text())
-    misconfigured = registry_from_settings(s3)
+    misconfigured = registry_from_settings(s3.with_(registry_signing_key=other.to_text()))
     assert misconfigured.signer is None and misconfigured.keyring.ids() == [other.key_id]
     with pytest.raises(RegistryError, match="file:///abs/path or s3://bucket/prefix"):
         open_registry("http://example.com/models")
@@ -449,12 +447,9 @@ def test_registry_from_settings_keys(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ("TICKCAST_REGISTRY_PUBLIC_KEYS", "01" + "00" * 31, "small order"),
     ("TICKCAST_REGISTRY_PUBLIC_KEYS", "zz" * 32, "expected 64 hex digits"),
 ])
-def test_weak_and_malformed_keys_are_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_weak_and_malformed_keys_are_refused_in_one_line(tmp_path: Path,
                                                          var: str, value: str, message: str) -> None:
-    for v in ("TICKCAST_REGISTRY_SIGNING_KEY", "TICKCAST_REGISTRY_PUBLIC_KEYS"):
-        monkeypatch.delenv(v, raising=False)
-    monkeypatch.setenv(var, value)
-    settings = Settings.from_env({"TICKCAST_DATA_DIR": str(tmp_path)})
+    settings = Settings.from_env({"TICKCAST_DATA_DIR": str(tmp_path), var: value})
     with pytest.raises(ConfigError) as e:
         registry_from_settings(settings, writer=True)
     assert message in str(e.value) and var in str(e.value) and "\n" not in str(e.value)
@@ -470,7 +465,7 @@ def _unreachable(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
 
 
 def test_registry_down_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     _unreachable(monkeypatch, f"http://127.0.0.1:{free_port()}")  # nothing listens there
     reg = open_registry("s3://nowhere/p", signer=SIGNER)

@@ -17,7 +17,7 @@ import redis
 
 from models.registry import ModelRegistry, RegistryError, open_registry
 from models.signing import SigningKey
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 from tickcast.embedded import SeaweedS3
 
 REPO = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 from tickcast.features import FEATURE_NAMES
 from tickcast.schema import Candle, DeadLetter, FeatureRow
 from tickcast.stores.errors import StoreError, StoreUnavailable

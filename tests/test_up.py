@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, leftovers
+from tests.helpers import free_port, leftovers
 
 REPO = Path(__file__).resolve().parents[1]
 

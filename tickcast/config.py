@@ -15,10 +15,11 @@ tickcast.config.ConfigError: TICKCAST_WINDOW_SECONDS='ten' is not valid: expecte
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,40 @@ def _bad(name: str, value: str, accepted: str) -> ConfigError:
     return ConfigError(f"{PREFIX}{name}={value!r} is not valid: expected {accepted}")
 
 
+def parse_number(var: str, raw: str, minimum: float, maximum: float = math.inf, *, whole: bool = False,
+                 above: bool = False, accepted: str) -> float:
+    """The one number parser of every ``TICKCAST_*`` setting: ``raw`` (stripped) as a
+    whole number (``whole``) or a finite float in ``[minimum, maximum]`` (``(minimum,
+    maximum]`` when ``above``); anything else raises :class:`ConfigError` naming
+    ``var``, ``raw`` and ``accepted``.
+
+    >>> parse_number("TICKCAST_X", "3", 1, whole=True, accepted="a count >= 1")
+    3
+    >>> parse_number("TICKCAST_X", "nan", 0, accepted="a finite number >= 0")
+    Traceback (most recent call last):
+    ...
+    tickcast.config.ConfigError: TICKCAST_X='nan' is not valid: expected a finite number >= 0
+    """
+    try:
+        v: float = int(raw) if whole else float(raw)
+    except ValueError:
+        v = math.nan
+    if not (minimum < v if above else minimum <= v) or not v <= maximum or v == math.inf:
+        raise ConfigError(f"{var}={raw!r} is not valid: expected {accepted}")
+    return v
+
+
+def registry_keys(env: Mapping[str, str]) -> dict[str, Any]:
+    """The registry key fields of :class:`Settings` from ``env``: the one place that reads
+    ``TICKCAST_REGISTRY_SIGNING_KEY``, ``TICKCAST_REGISTRY_PUBLIC_KEYS`` and the retired
+    ``TICKCAST_REGISTRY_KEY``."""
+    return {
+        "registry_signing_key": (env.get(PREFIX + "REGISTRY_SIGNING_KEY") or "").strip(),
+        "registry_public_keys": (env.get(PREFIX + "REGISTRY_PUBLIC_KEYS") or "").strip(),
+        "registry_legacy_key": bool((env.get(PREFIX + "REGISTRY_KEY") or "").strip()),
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a tickcast process needs to know. Defaults are the embedded ones."""
@@ -48,7 +83,21 @@ class Settings:
     kraken_rest_url: str = "https://api.kraken.com"
     kafka_brokers: str = "localhost:9092"
     trades_topic: str = "trades"
+    # partitions of a topic the flows create (the embedded broker cannot add any later)
+    kafka_partitions: int = 2
+    kafka_timeout_seconds: float = 10.0  # creating/inspecting the topic waits at most this
+    # the Kafka source ends at the high watermark seen at start (tests, benchmarks, backfills)
+    kafka_stop_at_end: bool = False
+    # Kraken sends a heartbeat about once a second: a connection silent this long is replaced
+    kraken_silence_seconds: float = 10.0
+    kraken_backoff_seconds: float = 0.5  # first reconnect delay (doubles, with jitter)
     model_store: str = ""  # "" -> file://<data_dir>/models
+    # the model registry's keys, as configured: a key in hex, or the path of a file holding
+    # it (a mounted Secret); models.registry parses and checks them. "" -> local key pair
+    # under <data_dir>/registry-keys for a file:// store. Never printed (repr=False).
+    registry_signing_key: str = field(default="", repr=False)
+    registry_public_keys: str = ""
+    registry_legacy_key: bool = False  # TICKCAST_REGISTRY_KEY (the old shared HMAC key) is set: ignored, warned
     # 10-second candles: six per 60-s horizon, so the model sees within-minute
     # dynamics; long enough that liquid Kraken pairs rarely have empty windows, and
     # 30 days x 2 symbols is ~0.5M rows, which trains in minutes.
@@ -120,29 +169,28 @@ class Settings:
             v = env.get(PREFIX + name)
             return None if v is None or v.strip() == "" else v.strip()
 
-        def integer(name: str, default: int, minimum: int) -> int:
+        def integer(name: str, default: int, minimum: int, unit: str = "seconds", maximum: float = math.inf) -> int:
             raw = get(name)
-            if raw is None:
-                return default
-            try:
-                v = int(raw)
-            except ValueError:
-                raise _bad(name, raw, f"a whole number of seconds >= {minimum}") from None
-            if v < minimum:
-                raise _bad(name, raw, f"a whole number of seconds >= {minimum}")
-            return v
+            return default if raw is None else int(parse_number(
+                PREFIX + name, raw, minimum, maximum, whole=True,
+                accepted=f"a whole number{' of ' + unit if unit else ''} >= {minimum}"))
 
-        def number(name: str, default: float, minimum: float) -> float:
+        def number(name: str, default: float, minimum: float, accepted: str = "", above: bool = False,
+                   maximum: float = math.inf) -> float:
+            raw = get(name)
+            return default if raw is None else parse_number(
+                PREFIX + name, raw, minimum, maximum, above=above,
+                accepted=accepted or f"a finite number >= {minimum}")
+
+        def flag(name: str, default: bool, accepted: str) -> bool:
             raw = get(name)
             if raw is None:
                 return default
-            try:
-                v = float(raw)
-            except ValueError:
-                raise _bad(name, raw, f"a number >= {minimum}") from None
-            if not (v >= minimum) or v == float("inf"):
-                raise _bad(name, raw, f"a finite number >= {minimum}")
-            return v
+            if raw.lower() in ("0", "false", "no"):
+                return False
+            if raw.lower() in ("1", "true", "yes"):
+                return True
+            raise _bad(name, raw.lower(), accepted)
 
         source = get("SOURCE") or d.source
         if source not in ("kraken", "kafka", "sim") and not (
@@ -199,7 +247,7 @@ class Settings:
             )
         api_port = integer("API_PORT", 0, 0)
         if api_port > 65535:
-            raise _bad("API_PORT", str(api_port), "a TCP port 1-65535 (or 0 for a free one)")
+            raise _bad("API_PORT", get("API_PORT") or "", "a TCP port 1-65535 (or 0 for a free one)")
 
         online_model = get("ONLINE_MODEL") or d.online_model
         from tickcast.learner import MODEL_KINDS
@@ -215,8 +263,8 @@ class Settings:
             source=source,
             min_skill=min_skill,
             online_model=online_model,
-            snapshot_every=integer("SNAPSHOT_EVERY", d.snapshot_every, 1),
-            registry_keep=integer("REGISTRY_KEEP", d.registry_keep, 1),
+            snapshot_every=integer("SNAPSHOT_EVERY", d.snapshot_every, 1, "samples"),
+            registry_keep=integer("REGISTRY_KEEP", d.registry_keep, 1, "snapshots"),
             symbols=symbols,
             data_dir=data_dir,
             clickhouse_url=ch,
@@ -225,7 +273,17 @@ class Settings:
             kraken_rest_url=get("KRAKEN_REST_URL") or d.kraken_rest_url,
             kafka_brokers=brokers,
             trades_topic=topic,
+            kafka_partitions=integer("KAFKA_PARTITIONS", d.kafka_partitions, 1, "partitions", maximum=10_000),
+            kafka_timeout_seconds=number("KAFKA_TIMEOUT_SECONDS", d.kafka_timeout_seconds, 0, "seconds > 0",
+                                         above=True, maximum=3600),
+            kafka_stop_at_end=flag("KAFKA_STOP_AT_END", d.kafka_stop_at_end,
+                                   "1 (stop at the end seen at start) or 0"),
+            kraken_silence_seconds=number("KRAKEN_SILENCE_SECONDS", d.kraken_silence_seconds, 0.1,
+                                          "a number of seconds >= 0.1"),
+            kraken_backoff_seconds=number("KRAKEN_BACKOFF_SECONDS", d.kraken_backoff_seconds, 0,
+                                          "a number of seconds >= 0"),
             model_store=model_store,
+            **registry_keys(env),
             window_seconds=window,
             horizon_seconds=horizon,
             allowed_lateness_seconds=number("ALLOWED_LATENESS_SECONDS", d.allowed_lateness_seconds, 0),
@@ -234,7 +292,7 @@ class Settings:
             feature_cache_seconds=number("FEATURE_CACHE_SECONDS", d.feature_cache_seconds, 0),
             api_port=api_port,
             online_ttl_seconds=integer("ONLINE_TTL_SECONDS", d.online_ttl_seconds, 1),
-            sim_seed=integer("SIM_SEED", d.sim_seed, 0),
+            sim_seed=integer("SIM_SEED", d.sim_seed, 0, ""),
             sim_rate=number("SIM_RATE", d.sim_rate, 0.001),
             stats_seconds=number("STATS_SECONDS", d.stats_seconds, 0.1),
             registry_max_payload_mb=number("REGISTRY_MAX_PAYLOAD_MB", d.registry_max_payload_mb, 0.001),

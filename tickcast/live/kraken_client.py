@@ -48,7 +48,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import queue
 import random
 import socket
@@ -63,7 +62,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from tickcast.config import ConfigError, Settings
+from tickcast.config import Settings
 from tickcast.kraken import (
     KrakenError,
     is_error_ack,
@@ -99,19 +98,6 @@ def _now_us() -> int:
 # -- configuration ------------------------------------------------------------------------------
 
 
-def _env_seconds(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = (env.get("TICKCAST_" + name) or "").strip()
-    if not raw:
-        return default
-    try:
-        v = float(raw)
-    except ValueError:
-        v = float("nan")
-    if not (minimum <= v < float("inf")):
-        raise ConfigError(f"TICKCAST_{name}={raw!r} is not valid: expected a number of seconds >= {minimum:g}")
-    return v
-
-
 @dataclass(frozen=True)
 class ClientConfig:
     """How the client connects; the defaults suit the real Kraken."""
@@ -133,20 +119,16 @@ class ClientConfig:
     others: bool = False  # also yield non-trade frames ("other" events)
 
     @classmethod
-    def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None,
-                      **overrides: Any) -> ClientConfig:
-        """From :class:`~tickcast.config.Settings` plus two optional tuning variables:
-        ``TICKCAST_KRAKEN_SILENCE_SECONDS`` (default 10) and
-        ``TICKCAST_KRAKEN_BACKOFF_SECONDS`` (first reconnect delay, default 0.5)."""
-        env = os.environ if env is None else env
-        cfg = cls(
+    def from_settings(cls, settings: Settings, **overrides: Any) -> ClientConfig:
+        """From :class:`~tickcast.config.Settings`: URLs, symbols and the two tuning
+        settings ``TICKCAST_KRAKEN_SILENCE_SECONDS`` and ``TICKCAST_KRAKEN_BACKOFF_SECONDS``."""
+        return replace(cls(
             ws_url=settings.kraken_ws_url,
             rest_url=settings.kraken_rest_url,
             symbols=tuple(settings.symbols),
-            silence_timeout_s=_env_seconds(env, "KRAKEN_SILENCE_SECONDS", cls.silence_timeout_s, 0.1),
-            backoff_initial_s=_env_seconds(env, "KRAKEN_BACKOFF_SECONDS", cls.backoff_initial_s, 0.0),
-        )
-        return replace(cfg, **overrides)
+            silence_timeout_s=settings.kraken_silence_seconds,
+            backoff_initial_s=settings.kraken_backoff_seconds,
+        ), **overrides)
 
 
 _MAX_FRAMES_QUEUED = 10_000  # frames read but not yet handled, per connection

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from tickcast.config import ConfigError, parse_number
 from tickcast.stores.errors import StoreError
 from tickcast.stores.tables import TABLES
 
@@ -55,12 +56,9 @@ assert set(DEFAULT_DAYS) == set(TABLES), "every table needs a documented retenti
 
 def _days(var: str, raw: str) -> int:
     try:
-        days = int(raw.strip())
-    except ValueError:
-        days = -1
-    if days < 0:
-        raise StoreError(f"{var}={raw!r}: expected whole days >= 0 (0 = keep forever)")
-    return days
+        return int(parse_number(var, raw.strip(), 0, whole=True, accepted="whole days >= 0 (0 = keep forever)"))
+    except ConfigError as e:
+        raise StoreError(str(e)) from None
 
 
 def retention_days(env: Mapping[str, str]) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""A fake Kraken for tests: a WebSocket v2 server and a REST server on free loopback
+"""A fake Kraken for tests and benchmarks: a WebSocket v2 server and a REST server on free loopback
 ports, each in a background thread, sharing one market — the **truth** the tests
 compare against (``FakeKraken.log``: every trade that happened, per symbol).
 
@@ -39,7 +39,7 @@ from websockets.exceptions import ConnectionClosed
 from tickcast.kraken import parse_message, trades_to_message
 from tickcast.schema import Trade, us_to_iso
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"  # <repo>/../shared/data
 RECORDED_WS = SHARED / "kraken_ws" / "v2_trade_session_2026-07-07.jsonl"
 ASSET_PAIRS = SHARED / "kraken_rest" / "asset_pairs_btc_eth.json"
 _ID_BASE = {"BTC/USD": 103_436_000, "ETH/USD": 64_175_000}
