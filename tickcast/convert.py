@@ -45,11 +45,11 @@ from typing import Any
 
 import orjson
 
+from tickcast.command import Command
 from tickcast.kraken import KrakenError, parse_rest_trades, parse_rfc3339_us, trades_to_message
-from tickcast.schema import Trade
+from tickcast.schema import Trade, is_symbol
 
 CSV_COLUMNS = ("ts_iso", "ts_unix", "symbol", "price", "qty", "side", "ord_type", "trade_id", "source")
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
 # Kraken's legacy asset codes -> the v2 names
 _ASSETS = {"XBT": "BTC", "XXBT": "BTC", "XDG": "DOGE", "XXDG": "DOGE", "XETH": "ETH", "XLTC": "LTC",
            "XXRP": "XRP", "XXLM": "XLM", "XETC": "ETC", "XZEC": "ZEC", "XXMR": "XMR", "XREP": "REP",
@@ -89,7 +89,7 @@ def normalise_symbol(raw: str) -> str:
             base = s[: len(s) - len(quote)]
     base, quote = _ASSETS.get(base, base), _ASSETS.get(quote, quote)
     sym = f"{base}/{quote}"
-    if not quote or not _SYMBOL_RE.match(sym):
+    if not quote or not is_symbol(sym):
         raise ConvertError(f"cannot tell the Kraken v2 symbol of {raw!r}; pass --symbol BASE/QUOTE")
     return sym
 
@@ -249,7 +249,7 @@ def replay_lines(trades: Iterable[Trade]) -> Iterator[bytes]:
 
 def convert(inputs: Sequence[Path], out: Path, symbol: str | None = None) -> ConvertResult:
     """Convert ``inputs`` (merged in time order) into the replay file ``out``."""
-    if symbol is not None and not _SYMBOL_RE.match(symbol):
+    if symbol is not None and not is_symbol(symbol):
         raise ConvertError(f"--symbol {symbol!r} is not a Kraken v2 symbol like BTC/USD")
     rows: list[_Row] = []
     for path in inputs:
@@ -289,16 +289,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    """Add ``convert`` to the CLI's subparsers."""
-    p = sub.add_parser(
-        "convert", help="turn trade CSVs and Kraken REST Trades pages into a replay file",
-        description=(__doc__ or "").split("\n\n>>>")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  tickcast convert ../shared/data/trades/kraken_BTCUSD_2019-07-01_0000-0100_trades.csv "
-        "--out data/btc_2019.jsonl\n  tickcast convert ../shared/data/kraken_rest/trades_XBTUSDT_2025-11-10.json "
-        "--out data/xbtusdt.jsonl --symbol BTC/USDT\n  TICKCAST_SOURCE=replay:data/btc_2019.jsonl "
-        "python -m bytewax.run dataflows.features")
+def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="trade CSV or Kraken REST Trades page (JSON)")
     p.add_argument("--out", required=True, help="replay file to write (JSON Lines of v2 trade messages)")
     p.add_argument("--symbol", help="Kraken v2 symbol for every trade (e.g. BTC/USDT for an XBTUSDT page)")
-    p.set_defaults(func=cmd_convert)
+
+
+CONVERT = Command(
+    "convert", cmd_convert, _convert_args, help="turn trade CSVs and Kraken REST Trades pages into a replay file",
+    description=(__doc__ or "").split("\n\n>>>")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog="examples:\n  tickcast convert ../shared/data/trades/kraken_BTCUSD_2019-07-01_0000-0100_trades.csv "
+    "--out data/btc_2019.jsonl\n  tickcast convert ../shared/data/kraken_rest/trades_XBTUSDT_2025-11-10.json "
+    "--out data/xbtusdt.jsonl --symbol BTC/USDT\n  TICKCAST_SOURCE=replay:data/btc_2019.jsonl "
+    "python -m bytewax.run dataflows.features")

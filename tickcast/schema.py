@@ -19,6 +19,7 @@ Contracts:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, NamedTuple
@@ -26,6 +27,19 @@ from typing import Final, NamedTuple
 US_PER_S: Final = 1_000_000
 SIDES: Final = frozenset({"buy", "sell"})
 MAX_RAW_CHARS: Final = 65_536  # dead letters keep at most this much of the raw input
+# Kraken v2 symbols are BASE/QUOTE in upper case (digits allowed, e.g. "1INCH/USD"). Anchored,
+# so its pattern can go into the OpenAPI document as it is; test input with is_symbol (fullmatch:
+# ``match`` with "$" would accept "BTC/USD\n").
+SYMBOL_RE: Final = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
+
+
+def is_symbol(text: str) -> bool:
+    """Whether ``text`` is a Kraken v2 symbol (the one symbol rule of tickcast).
+
+    >>> is_symbol("BTC/USD"), is_symbol("1INCH/USD"), is_symbol("btc/usd"), is_symbol("BTC/USD\n")
+    (True, True, False, False)
+    """
+    return SYMBOL_RE.fullmatch(text) is not None
 
 
 def dt_to_us(ts: datetime) -> int:

@@ -1,5 +1,5 @@
-"""``tickcast record`` and ``tickcast backfill`` (registered into the CLI by
-:func:`register`).
+"""``tickcast record`` and ``tickcast backfill`` (the commands :data:`RECORD` and
+:data:`BACKFILL` of ``tickcast.cli``).
 
 * ``record`` saves a live session to a replay file (CONTRACT §4): the WebSocket
   frames in arrival order, one per line. By default the file replays to every trade
@@ -27,8 +27,8 @@ import textwrap
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
+from tickcast.command import Command, flow_command, parse_time
 from tickcast.config import Settings
 from tickcast.kraken import KrakenError, trades_to_message
 from tickcast.live.kraken_client import ClientConfig, KrakenClient, NetworkUnavailable, RestClient
@@ -187,8 +187,6 @@ def _valkey_running(data_dir: Path) -> bool:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from tickcast.cli import flow_command, parse_time
-
     s = _settings(args.symbols)
     since = parse_time(args.since)
     until = parse_time(args.until) if args.until else time.time_ns() // 1000
@@ -241,49 +239,27 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- registration -----------------------------------------------------------------------------------
+# -- the commands -----------------------------------------------------------------------------------
 
 
 def _wrap(text: str) -> str:
     return textwrap.fill(text, 88)
 
 
-def register(sub: Any) -> None:
-    """Add ``record`` and ``backfill`` to the CLI's subparsers."""
-    epilog = ("Configuration comes from TICKCAST_* environment variables (see README): "
-              "TICKCAST_KRAKEN_WS_URL, TICKCAST_KRAKEN_REST_URL, TICKCAST_SYMBOLS, TICKCAST_DATA_DIR, ...")
-    rec = sub.add_parser(
-        "record", help="save a live Kraken session to a replay file (JSON Lines of raw v2 messages)",
-        description=_wrap("Connects to Kraken's WebSocket v2 (TICKCAST_KRAKEN_WS_URL), subscribes to the trades of "
-        "the symbols, and writes every message in arrival order, one per line - the replay format of "
-        "TICKCAST_SOURCE=replay:FILE. Reconnects with backoff; a trade_id gap is filled from REST. By "
-        "default the file holds each trade exactly once: snapshot trades already recorded are left out "
-        "and REST-filled trades are written as v2 trade messages; --verbatim writes the frames exactly as "
-        "received instead. Progress goes to stderr every few seconds."),
-        epilog="example: tickcast record --out data/session.jsonl --duration 600 --symbols BTC/USD,ETH/USD\n"
-        + epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+_EPILOG = ("Configuration comes from TICKCAST_* environment variables (see README): "
+           "TICKCAST_KRAKEN_WS_URL, TICKCAST_KRAKEN_REST_URL, TICKCAST_SYMBOLS, TICKCAST_DATA_DIR, ...")
+
+
+def _record_args(rec: argparse.ArgumentParser) -> None:
     rec.add_argument("--out", required=True, help="replay file to write (JSON Lines)")
     rec.add_argument("--duration", type=float, default=None,
                      help="stop after this many seconds (default: until Ctrl-C)")
     rec.add_argument("--symbols", help="comma-separated Kraken v2 symbols (default: $TICKCAST_SYMBOLS)")
     rec.add_argument("--verbatim", action="store_true",
                      help="every frame exactly as received (overlapping snapshots included, no REST fill)")
-    rec.set_defaults(func=cmd_record)
 
-    bf = sub.add_parser(
-        "backfill", help="pull trade history from Kraken REST and run it through the feature flow",
-        description=_wrap("Fetches REST /0/public/Trades (TICKCAST_KRAKEN_REST_URL) for [--since, --until), "
-        "aligned to whole candles (TICKCAST_WINDOW_SECONDS; both ends round down, so no candle is written "
-        "from part of its trades), writes it as a replay file under "
-        "DATA_DIR/backfill/, and runs `python -m bytewax.run dataflows.features` on it: the same parsing, "
-        "candle and feature code as live data. The stores keep one row per key, so a second run changes "
-        "nothing. Features need a warm-up: the first candles after --since have incomplete lookbacks "
-        "(NaN until warm), and where the range overlaps rows the live flow wrote, the backfill's rows "
-        "replace them. The online model is off by default (history should not register models); "
-        "--online-model linear turns it on."),
-        epilog="examples:\n  tickcast backfill --since 2026-01-01T00:00:00Z --until 2026-01-02T00:00:00Z\n"
-        "  tickcast backfill --since 1767225600 --symbols BTC/USD\n" + epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _backfill_args(bf: argparse.ArgumentParser) -> None:
     bf.add_argument("--since", required=True, help="start, inclusive: RFC 3339 (2026-01-01T00:00:00Z), "
                     "a date, or unix seconds")
     bf.add_argument("--until", help="end, exclusive (same forms; default: now)")
@@ -294,4 +270,32 @@ def register(sub: Any) -> None:
                     help="online model in the flow (default: off)")
     bf.add_argument("--page-pause", type=float, default=1.0,
                     help="seconds between REST pages (Kraken's public rate limit; default 1)")
-    bf.set_defaults(func=cmd_backfill)
+
+
+RECORD = Command(
+    "record", cmd_record, _record_args,
+    help="save a live Kraken session to a replay file (JSON Lines of raw v2 messages)",
+    description=_wrap("Connects to Kraken's WebSocket v2 (TICKCAST_KRAKEN_WS_URL), subscribes to the trades of "
+    "the symbols, and writes every message in arrival order, one per line - the replay format of "
+    "TICKCAST_SOURCE=replay:FILE. Reconnects with backoff; a trade_id gap is filled from REST. By "
+    "default the file holds each trade exactly once: snapshot trades already recorded are left out "
+    "and REST-filled trades are written as v2 trade messages; --verbatim writes the frames exactly as "
+    "received instead. Progress goes to stderr every few seconds."),
+    epilog="example: tickcast record --out data/session.jsonl --duration 600 --symbols BTC/USD,ETH/USD\n"
+    + _EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+BACKFILL = Command(
+    "backfill", cmd_backfill, _backfill_args,
+    help="pull trade history from Kraken REST and run it through the feature flow",
+    description=_wrap("Fetches REST /0/public/Trades (TICKCAST_KRAKEN_REST_URL) for [--since, --until), "
+    "aligned to whole candles (TICKCAST_WINDOW_SECONDS; both ends round down, so no candle is written "
+    "from part of its trades), writes it as a replay file under "
+    "DATA_DIR/backfill/, and runs `python -m bytewax.run dataflows.features` on it: the same parsing, "
+    "candle and feature code as live data. The stores keep one row per key, so a second run changes "
+    "nothing. Features need a warm-up: the first candles after --since have incomplete lookbacks "
+    "(NaN until warm), and where the range overlaps rows the live flow wrote, the backfill's rows "
+    "replace them. The online model is off by default (history should not register models); "
+    "--online-model linear turns it on."),
+    epilog="examples:\n  tickcast backfill --since 2026-01-01T00:00:00Z --until 2026-01-02T00:00:00Z\n"
+    "  tickcast backfill --since 1767225600 --symbols BTC/USD\n" + _EPILOG,
+    formatter_class=argparse.RawDescriptionHelpFormatter)
