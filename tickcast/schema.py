@@ -36,7 +36,7 @@ SYMBOL_RE: Final = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
 def is_symbol(text: str) -> bool:
     """Whether ``text`` is a Kraken v2 symbol (the one symbol rule of tickcast).
 
-    >>> is_symbol("BTC/USD"), is_symbol("1INCH/USD"), is_symbol("btc/usd"), is_symbol("BTC/USD\n")
+    >>> is_symbol("BTC/USD"), is_symbol("1INCH/USD"), is_symbol("btc/usd"), is_symbol("BTC/USD\\n")
     (True, True, False, False)
     """
     return SYMBOL_RE.fullmatch(text) is not None
