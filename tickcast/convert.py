@@ -12,7 +12,7 @@ Inputs (the format is detected from the content):
   derived from the pair name (``XBTUSDT`` -> ``BTC/USDT``) or given with ``--symbol``.
 
 Output: JSON Lines of Kraken WS v2 trade ``update`` messages, built by
-:func:`tickcast.kraken.trades_to_message`, in event-time order (a stable sort, so
+:func:`tickcast.replay.write_trades`, in event-time order (a stable sort, so
 rows with equal times keep their file order); consecutive trades of one symbol with
 the same timestamp share one message, as Kraken sends them.
 ``--symbol`` renames every trade (for files of one pair).
@@ -37,7 +37,7 @@ import csv
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
@@ -46,7 +46,8 @@ from typing import Any
 import orjson
 
 from tickcast.command import Command
-from tickcast.kraken import KrakenError, parse_rest_trades, parse_rfc3339_us, trades_to_message
+from tickcast.kraken import KrakenError, parse_rest_trades, parse_rfc3339_us
+from tickcast.replay import write_trades
 from tickcast.schema import Trade, is_symbol
 
 CSV_COLUMNS = ("ts_iso", "ts_unix", "symbol", "price", "qty", "side", "ord_type", "trade_id", "source")
@@ -235,18 +236,6 @@ def to_trades(rows: Sequence[_Row], result: ConvertResult) -> list[Trade]:
     return out
 
 
-def replay_lines(trades: Iterable[Trade]) -> Iterator[bytes]:
-    """v2 trade ``update`` messages: one per run of trades with the same symbol and time."""
-    group: list[Trade] = []
-    for t in trades:
-        if group and (t.symbol != group[0].symbol or t.ts_us != group[0].ts_us):
-            yield orjson.dumps(trades_to_message(group))
-            group = []
-        group.append(t)
-    if group:
-        yield orjson.dumps(trades_to_message(group))
-
-
 def convert(inputs: Sequence[Path], out: Path, symbol: str | None = None) -> ConvertResult:
     """Convert ``inputs`` (merged in time order) into the replay file ``out``."""
     if symbol is not None and not is_symbol(symbol):
@@ -264,13 +253,7 @@ def convert(inputs: Sequence[Path], out: Path, symbol: str | None = None) -> Con
         rows.extend(got)
     result = ConvertResult()
     trades = to_trades(rows, result)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("wb") as f:
-        for line in replay_lines(trades):
-            f.write(line + b"\n")
-            result.messages += 1
-    tmp.replace(out)
+    result.messages = write_trades(out, trades)
     result.trades = len(trades)
     for t in trades:
         result.symbols[t.symbol] = result.symbols.get(t.symbol, 0) + 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -30,8 +31,9 @@ from pathlib import Path
 
 from tickcast.command import Command, flow_command, parse_time
 from tickcast.config import Settings
-from tickcast.kraken import KrakenError, trades_to_message
+from tickcast.kraken import KrakenError
 from tickcast.live.kraken_client import ClientConfig, KrakenClient, NetworkUnavailable, RestClient
+from tickcast.replay import write_trades
 from tickcast.schema import Trade, us_to_iso
 
 PROGRESS_EVERY_S = 5.0
@@ -158,22 +160,6 @@ def fetch_history(rest: RestClient, symbol: str, since_us: int, until_us: int, *
     return out
 
 
-def write_replay(path: Path, trades_by_symbol: dict[str, list[Trade]]) -> int:
-    """Trades -> a replay file of v2 trade messages (atomically: temp file + rename)."""
-    import orjson
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with tmp.open("wb") as f:
-        for trades in trades_by_symbol.values():
-            for i in range(0, len(trades), _MSG_TRADES):
-                f.write(orjson.dumps(trades_to_message(trades[i : i + _MSG_TRADES])) + b"\n")
-                n += len(trades[i : i + _MSG_TRADES])
-    os.replace(tmp, path)
-    return n
-
-
 def _valkey_running(data_dir: Path) -> bool:
     url_file = data_dir.resolve() / "valkey" / "url"
     if not url_file.exists():
@@ -210,7 +196,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     total = sum(len(v) for v in history.values())
     tag = f"{'_'.join(x.replace('/', '') for x in s.symbols)}_{since_a // 1_000_000}_{until_a // 1_000_000}"
     out = Path(args.out) if args.out else s.data_dir / "backfill" / f"backfill_{tag}.jsonl"
-    write_replay(out, history)
+    write_trades(out, itertools.chain.from_iterable(history.values()), per_timestamp=False,
+                 max_per_message=_MSG_TRADES)
     print(f"fetched {total:,} trades in {time.monotonic() - t0:.1f} s -> {out}", file=sys.stderr)
     if args.no_flow or total == 0:
         if total == 0:
