@@ -32,7 +32,13 @@ from pathlib import Path
 from tickcast.command import Command, flow_command, parse_time
 from tickcast.config import Settings
 from tickcast.kraken import KrakenError
-from tickcast.live.kraken_client import ClientConfig, KrakenClient, NetworkUnavailable, RestClient
+from tickcast.live.kraken_client import (
+    ClientConfig,
+    KrakenClient,
+    NetworkUnavailable,
+    RestClient,
+    TradePager,
+)
 from tickcast.replay import write_trades
 from tickcast.schema import Trade, us_to_iso
 
@@ -118,11 +124,11 @@ async def _record(client: KrakenClient, out: Path, duration: float | None, verba
 def fetch_history(rest: RestClient, symbol: str, since_us: int, until_us: int, *, page_pause_s: float = 1.0,
                   retries: int = 3, progress: bool = True) -> list[Trade]:
     """Every REST trade of ``symbol`` with ``since_us <= time < until_us``, in trade order
-    (paging on ``last``; each trade once, by ``trade_id``)."""
+    (paged by :class:`~tickcast.live.kraken_client.TradePager`; each trade once, by
+    ``trade_id``). Raises KrakenError after ``retries`` failed requests."""
     pair = rest.pair_for(symbol)
-    since_ns = since_us * 1000 - 1
+    pager = TradePager(since_us * 1000 - 1, since_us=since_us, until_us=until_us)
     out: list[Trade] = []
-    last_id = -1
     failures = 0
     page_no = 0
     shown = time.monotonic()
@@ -130,7 +136,7 @@ def fetch_history(rest: RestClient, symbol: str, since_us: int, until_us: int, *
         if page_no and page_pause_s > 0:
             time.sleep(page_pause_s)
         try:
-            rows, last = rest.trades_page(pair, symbol, since_ns)
+            rows, last = rest.trades_page(pair, symbol, pager.since_ns)
         except KrakenError as e:
             failures += 1
             if failures > retries:
@@ -138,25 +144,15 @@ def fetch_history(rest: RestClient, symbol: str, since_us: int, until_us: int, *
             time.sleep(min(0.5 * 2 ** failures, 8.0))
             continue
         page_no += 1
-        done = not rows
-        for t in rows:
-            if t.ts_us >= until_us:
-                done = True
-                break
-            if t.trade_id > last_id and t.ts_us >= since_us:
-                out.append(t)
-                last_id = t.trade_id
+        out += pager.take(rows, last)
+        done = pager.done or not rows
         if progress and (done or time.monotonic() - shown >= 2.0):
             shown = time.monotonic()
             upto = us_to_iso(out[-1].ts_us) if out else "-"
             print(f"  {symbol} ({pair}): page {page_no}, {len(out):,} trades, up to {upto}",
                   file=sys.stderr, flush=True)
-        if done or last is None:
-            break
-        nxt = last - 1  # re-read ties at the cursor; trade ids dedupe
-        if nxt <= since_ns:
-            break  # no progress: the end of what REST has
-        since_ns = nxt
+        if done or not pager.moved:
+            break  # the end of the range, or of what REST has
     return out
 
 
