@@ -63,7 +63,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["tickcast"] = svc
 
     errors.install(app, on_unexpected=lambda route: svc.metrics.unexpected.labels(route).inc())
-    metrics.install_timing(app)
+    metrics.install_timing(app, svc.metrics)
     auth.install(app, token)
     for module in (predict, health, model_listing, metrics, openapi, dashboard):
         app.register_blueprint(module.bp)

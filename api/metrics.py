@@ -8,7 +8,7 @@ import time
 from flask import Blueprint, Flask, Response, g
 
 from api.errors import route_of_request
-from api.services import services
+from api.services import Metrics, services
 
 bp = Blueprint("metrics", __name__)
 
@@ -20,8 +20,9 @@ def prometheus() -> Response:
     return Response(generate_latest(services().metrics.registry), mimetype=CONTENT_TYPE_LATEST)
 
 
-def install_timing(app: Flask) -> None:
+def install_timing(app: Flask, metrics: Metrics) -> None:
     """Time every request of ``app`` (registered first, so 401s are timed too)."""
+    latency = metrics.latency
 
     @app.before_request
     def _start() -> None:
@@ -30,5 +31,5 @@ def install_timing(app: Flask) -> None:
     @app.after_request
     def _observe(resp: Response) -> Response:
         elapsed = time.perf_counter() - g.get("t0", time.perf_counter())
-        services().metrics.latency.labels(route_of_request(), str(resp.status_code)).observe(elapsed)
+        latency.labels(route_of_request(), str(resp.status_code)).observe(elapsed)
         return resp

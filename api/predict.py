@@ -44,7 +44,7 @@ class Features:
     values: dict[str, Any]  # the feature values
 
 
-def read_request() -> tuple[str, str]:
+def read_request(svc: Services) -> tuple[str, str]:
     """``(symbol, model choice)`` from the query string; ApiError 400/404."""
     symbol = request.args.get("symbol", "")
     which = request.args.get("model", "auto")
@@ -54,7 +54,7 @@ def read_request() -> tuple[str, str]:
         raise ApiError(400, "bad_request", f"symbol must look like BTC/USD (Kraken v2); got {symbol[:40]!r}")
     if which not in MODEL_CHOICES:
         raise ApiError(400, "bad_request", f"model must be 'auto', 'production' or 'online'; got {which[:40]!r}")
-    known = services().settings.symbols
+    known = svc.settings.symbols
     if symbol not in known:  # before any store is touched: no Redis key is built from input
         raise ApiError(404, "unknown_symbol", f"{symbol} is not served here; symbols: {', '.join(sorted(known))}")
     return symbol, which
@@ -151,7 +151,7 @@ def production_answer(svc: Services, symbol: str, f: Features) -> dict[str, Any]
 @bp.get("/predict")
 def predict() -> Any:
     svc = services()
-    symbol, which = read_request()
+    symbol, which = read_request(svc)
     features = read_features(svc, symbol)
     if pick_model(svc, symbol, which) == "online":
         return jsonify(online_answer(svc, symbol))
