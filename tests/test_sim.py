@@ -15,6 +15,7 @@ import pytest
 
 import tickcast.sim as sim_mod
 from tickcast.kraken import parse_message, trades_to_message
+from tickcast.replay import trade_lines
 from tickcast.schema import Trade
 from tickcast.sim import (
     CHUNK,
@@ -253,3 +254,7 @@ def test_replay_bytes_do_not_depend_on_batching_and_caps_hold(tmp_path: Path, mo
         sizes = [len(parse_message(line, "t", 0)[0]) for line in a.read_bytes().splitlines()]
         assert sum(sizes) == 12_345
         assert max(sizes) == (2 if cap else max(sizes)) and max(sizes) > 1
+        # the same trade lines as the one replay writer (tickcast.replay) makes of those trades
+        lines = [line for line in a.read_bytes().splitlines() if line.startswith(b'{"channel":"trade"')]
+        trades = [t for line in lines for t in parse_message(line, "t", 0)[0]]
+        assert lines == list(trade_lines(trades, max_per_message=cap))

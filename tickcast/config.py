@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tickcast.schema import SYMBOL_RE as _SYMBOL_RE
+
 PREFIX = "TICKCAST_"
-# Kraken v2 symbols are BASE/QUOTE in upper case (digits allowed, e.g. "1INCH/USD").
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
 
 
 class ConfigError(ValueError):

@@ -12,7 +12,7 @@ Inputs (the format is detected from the content):
   derived from the pair name (``XBTUSDT`` -> ``BTC/USDT``) or given with ``--symbol``.
 
 Output: JSON Lines of Kraken WS v2 trade ``update`` messages, built by
-:func:`tickcast.kraken.trades_to_message`, in event-time order (a stable sort, so
+:func:`tickcast.replay.write_trades`, in event-time order (a stable sort, so
 rows with equal times keep their file order); consecutive trades of one symbol with
 the same timestamp share one message, as Kraken sends them.
 ``--symbol`` renames every trade (for files of one pair).
@@ -37,7 +37,7 @@ import csv
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
@@ -45,11 +45,12 @@ from typing import Any
 
 import orjson
 
-from tickcast.kraken import KrakenError, parse_rest_trades, parse_rfc3339_us, trades_to_message
-from tickcast.schema import Trade
+from tickcast.command import Command
+from tickcast.kraken import KrakenError, parse_rest_trades, parse_rfc3339_us
+from tickcast.replay import write_trades
+from tickcast.schema import Trade, is_symbol
 
 CSV_COLUMNS = ("ts_iso", "ts_unix", "symbol", "price", "qty", "side", "ord_type", "trade_id", "source")
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
 # Kraken's legacy asset codes -> the v2 names
 _ASSETS = {"XBT": "BTC", "XXBT": "BTC", "XDG": "DOGE", "XXDG": "DOGE", "XETH": "ETH", "XLTC": "LTC",
            "XXRP": "XRP", "XXLM": "XLM", "XETC": "ETC", "XZEC": "ZEC", "XXMR": "XMR", "XREP": "REP",
@@ -89,7 +90,7 @@ def normalise_symbol(raw: str) -> str:
             base = s[: len(s) - len(quote)]
     base, quote = _ASSETS.get(base, base), _ASSETS.get(quote, quote)
     sym = f"{base}/{quote}"
-    if not quote or not _SYMBOL_RE.match(sym):
+    if not quote or not is_symbol(sym):
         raise ConvertError(f"cannot tell the Kraken v2 symbol of {raw!r}; pass --symbol BASE/QUOTE")
     return sym
 
@@ -235,21 +236,9 @@ def to_trades(rows: Sequence[_Row], result: ConvertResult) -> list[Trade]:
     return out
 
 
-def replay_lines(trades: Iterable[Trade]) -> Iterator[bytes]:
-    """v2 trade ``update`` messages: one per run of trades with the same symbol and time."""
-    group: list[Trade] = []
-    for t in trades:
-        if group and (t.symbol != group[0].symbol or t.ts_us != group[0].ts_us):
-            yield orjson.dumps(trades_to_message(group))
-            group = []
-        group.append(t)
-    if group:
-        yield orjson.dumps(trades_to_message(group))
-
-
 def convert(inputs: Sequence[Path], out: Path, symbol: str | None = None) -> ConvertResult:
     """Convert ``inputs`` (merged in time order) into the replay file ``out``."""
-    if symbol is not None and not _SYMBOL_RE.match(symbol):
+    if symbol is not None and not is_symbol(symbol):
         raise ConvertError(f"--symbol {symbol!r} is not a Kraken v2 symbol like BTC/USD")
     rows: list[_Row] = []
     for path in inputs:
@@ -264,13 +253,7 @@ def convert(inputs: Sequence[Path], out: Path, symbol: str | None = None) -> Con
         rows.extend(got)
     result = ConvertResult()
     trades = to_trades(rows, result)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("wb") as f:
-        for line in replay_lines(trades):
-            f.write(line + b"\n")
-            result.messages += 1
-    tmp.replace(out)
+    result.messages = write_trades(out, trades)
     result.trades = len(trades)
     for t in trades:
         result.symbols[t.symbol] = result.symbols.get(t.symbol, 0) + 1
@@ -289,16 +272,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    """Add ``convert`` to the CLI's subparsers."""
-    p = sub.add_parser(
-        "convert", help="turn trade CSVs and Kraken REST Trades pages into a replay file",
-        description=(__doc__ or "").split("\n\n>>>")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  tickcast convert ../shared/data/trades/kraken_BTCUSD_2019-07-01_0000-0100_trades.csv "
-        "--out data/btc_2019.jsonl\n  tickcast convert ../shared/data/kraken_rest/trades_XBTUSDT_2025-11-10.json "
-        "--out data/xbtusdt.jsonl --symbol BTC/USDT\n  TICKCAST_SOURCE=replay:data/btc_2019.jsonl "
-        "python -m bytewax.run dataflows.features")
+def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="trade CSV or Kraken REST Trades page (JSON)")
     p.add_argument("--out", required=True, help="replay file to write (JSON Lines of v2 trade messages)")
     p.add_argument("--symbol", help="Kraken v2 symbol for every trade (e.g. BTC/USDT for an XBTUSDT page)")
-    p.set_defaults(func=cmd_convert)
+
+
+CONVERT = Command(
+    "convert", cmd_convert, _convert_args, help="turn trade CSVs and Kraken REST Trades pages into a replay file",
+    description=(__doc__ or "").split("\n\n>>>")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    epilog="examples:\n  tickcast convert ../shared/data/trades/kraken_BTCUSD_2019-07-01_0000-0100_trades.csv "
+    "--out data/btc_2019.jsonl\n  tickcast convert ../shared/data/kraken_rest/trades_XBTUSDT_2025-11-10.json "
+    "--out data/xbtusdt.jsonl --symbol BTC/USDT\n  TICKCAST_SOURCE=replay:data/btc_2019.jsonl "
+    "python -m bytewax.run dataflows.features")

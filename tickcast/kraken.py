@@ -37,7 +37,9 @@ from typing import Any, Final
 
 import orjson
 
-from tickcast.schema import MAX_RAW_CHARS, DeadLetter, Trade
+from tickcast.schema import MAX_NUMBER, MAX_RAW_CHARS, MISSING, DeadLetter, Trade, validate_trade
+from tickcast.schema import describe as _describe
+from tickcast.schema import json_type as _json_type
 
 __all__ = [
     "MAX_NUMBER",
@@ -51,7 +53,6 @@ __all__ = [
     "trades_to_message",
 ]
 
-MAX_NUMBER: Final = 1e15  # a larger price or quantity is absurd: dead letter ("huge number")
 
 
 class KrakenError(Exception):
@@ -219,7 +220,7 @@ def format_rfc3339_us(us: int) -> str:
 
 # -- WebSocket v2 -------------------------------------------------------------------------------
 
-_MISSING: Final = object()  # a field that is absent (distinct from JSON null)
+_MISSING: Final = MISSING  # a field that is absent (distinct from JSON null)
 _loads = orjson.loads
 _new_trade = tuple.__new__  # Trade(...) without the NamedTuple's Python-level __new__
 
@@ -313,77 +314,21 @@ def _parse_elements(
 
 
 def _element(e: Any) -> Trade | str:
-    """One element of a trade message's ``data`` -> a Trade, or why it is not one."""
+    """One element of a trade message's ``data`` -> a Trade, or why it is not one
+    (:func:`tickcast.schema.validate_trade`; the time is ``timestamp``, RFC 3339)."""
     if type(e) is not dict:
         return f"trade element must be an object; got {_describe(e)}"
-    sym = e.get("symbol", _MISSING)
-    if type(sym) is not str or not sym:
-        return f"trade.symbol must be a non-empty string; got {_describe(sym)}"
-    side = e.get("side", _MISSING)
-    if side != "buy" and side != "sell":
-        return f'trade.side must be "buy" or "sell"; got {_describe(side)}'
-    price = _positive(e, "price")
-    if isinstance(price, str):
-        return price
-    qty = _positive(e, "qty")
-    if isinstance(qty, str):
-        return qty
-    tid = e.get("trade_id", _MISSING)
-    if type(tid) is not int or tid < 0:
-        return f"trade.trade_id must be a non-negative integer; got {_describe(tid)}"
-    ts = e.get("timestamp", _MISSING)
+    return validate_trade(e, _element_time)
+
+
+def _element_time(e: Any) -> int | str:
+    ts = e.get("timestamp", MISSING)
     if type(ts) is not str:
         return f"trade.timestamp must be an RFC 3339 string; got {_describe(ts)}"
     try:
-        ts_us = parse_rfc3339_us(ts)
+        return parse_rfc3339_us(ts)
     except ValueError as err:
         return f"trade.{err}"
-    ot = e.get("ord_type", "")
-    if type(ot) is not str:
-        return f'trade.ord_type must be a string ("market" or "limit"); got {_describe(ot)}'
-    return Trade(sym, tid, ts_us, price, qty, side, ot)
-
-
-def _positive(e: dict[str, Any], name: str) -> float | str:
-    """A price or quantity as a float, or why it is not a usable one."""
-    v = e.get(name, _MISSING)
-    t = type(v)
-    if t is not float and t is not int:  # bool is an int subclass: rejected here too
-        return f"trade.{name} must be a number > 0; got {_describe(v)}"
-    if not v > 0:
-        return f"trade.{name} must be a number > 0; got {_describe(v)}"
-    if v > MAX_NUMBER:
-        return f"trade.{name} must be a number > 0 and <= {MAX_NUMBER:.0e}; got huge number {_describe(v)}"
-    return float(v)
-
-
-def _describe(v: object) -> str:
-    """A short, precise description of a JSON value for a reason text."""
-    if v is _MISSING:
-        return "missing"
-    if v is None:
-        return "null"
-    if v is True or v is False:
-        return f"bool {'true' if v else 'false'}"
-    if type(v) is int or type(v) is float:
-        return repr(v)
-    if type(v) is str:
-        return f"str {v!r}" if len(v) <= 40 else f"str {v[:40]!r}... ({len(v)} characters)"
-    try:
-        text = orjson.dumps(v).decode()
-    except Exception:  # noqa: BLE001 - whatever it is, describe it without failing
-        text = repr(v)
-    return f"{_json_type(v)} {text if len(text) <= 60 else text[:60] + '...'}"
-
-
-def _json_type(v: object) -> str:
-    if isinstance(v, dict):
-        return "object"
-    if isinstance(v, list):
-        return "array"
-    if v is None:
-        return "null"
-    return type(v).__name__
 
 
 def _unreadable(raw: object, err: Exception) -> str:

@@ -19,13 +19,28 @@ Contracts:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 US_PER_S: Final = 1_000_000
 SIDES: Final = frozenset({"buy", "sell"})
 MAX_RAW_CHARS: Final = 65_536  # dead letters keep at most this much of the raw input
+# Kraken v2 symbols are BASE/QUOTE in upper case (digits allowed, e.g. "1INCH/USD"). Anchored,
+# so its pattern can go into the OpenAPI document as it is; test input with is_symbol (fullmatch:
+# ``match`` with "$" would accept "BTC/USD\n").
+SYMBOL_RE: Final = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
+
+
+def is_symbol(text: str) -> bool:
+    """Whether ``text`` is a Kraken v2 symbol (the one symbol rule of tickcast).
+
+    >>> is_symbol("BTC/USD"), is_symbol("1INCH/USD"), is_symbol("btc/usd"), is_symbol("BTC/USD\\n")
+    (True, True, False, False)
+    """
+    return SYMBOL_RE.fullmatch(text) is not None
 
 
 def dt_to_us(ts: datetime) -> int:
@@ -83,6 +98,99 @@ class Trade(NamedTuple):
     qty: float  # base units, > 0
     side: str  # taker side: "buy" | "sell"
     ord_type: str = ""  # taker order type: "market" | "limit" | "" (unknown)
+
+
+MAX_NUMBER: Final = 1e15  # a larger price or quantity is absurd: dead letter ("huge number")
+MISSING: Final = object()  # a field that is absent (distinct from JSON null)
+
+
+def validate_trade(fields: Mapping[str, Any], time_us: Callable[[Mapping[str, Any]], int | str]) -> Trade | str:
+    """The one check of a trade's fields, shared by every reader of trades (Kraken's v2
+    messages, the Kafka wire format): the :class:`Trade`, or why it is not one — a
+    one-line reason naming the field, what is accepted and what arrived
+    (:func:`describe`). Field names are the v2 ones (``symbol``, ``side``, ``price``,
+    ``qty``, ``trade_id``, ``ord_type``, optional, default ""); the time is the
+    format's own: ``time_us(fields)`` returns the microseconds or the reason.
+
+    >>> ok = {"symbol": "BTC/USD", "side": "buy", "price": 100, "qty": 0.5, "trade_id": 7}
+    >>> validate_trade(ok, lambda f: 1_000_000)
+    Trade(symbol='BTC/USD', trade_id=7, ts_us=1000000, price=100.0, qty=0.5, side='buy', ord_type='')
+    >>> validate_trade({**ok, "price": -1}, lambda f: 1_000_000)
+    'trade.price must be a number > 0; got -1'
+    >>> validate_trade({**ok, "trade_id": True}, lambda f: 1_000_000)
+    'trade.trade_id must be a non-negative integer; got bool true'
+    """
+    sym = fields.get("symbol", MISSING)
+    if type(sym) is not str or not sym:
+        return f"trade.symbol must be a non-empty string; got {describe(sym)}"
+    side = fields.get("side", MISSING)
+    if side != "buy" and side != "sell":
+        return f'trade.side must be "buy" or "sell"; got {describe(side)}'
+    price = _positive(fields, "price")
+    if isinstance(price, str):
+        return price
+    qty = _positive(fields, "qty")
+    if isinstance(qty, str):
+        return qty
+    tid = fields.get("trade_id", MISSING)
+    if type(tid) is not int or tid < 0:
+        return f"trade.trade_id must be a non-negative integer; got {describe(tid)}"
+    ts_us = time_us(fields)
+    if isinstance(ts_us, str):
+        return ts_us
+    ot = fields.get("ord_type", "")
+    if type(ot) is not str:
+        return f'trade.ord_type must be a string ("market" or "limit"); got {describe(ot)}'
+    return Trade(sym, tid, ts_us, price, qty, side, ot)
+
+
+def _positive(fields: Mapping[str, Any], name: str) -> float | str:
+    """A price or quantity as a float, or why it is not a usable one."""
+    v = fields.get(name, MISSING)
+    t = type(v)
+    if t is not float and t is not int:  # bool is an int subclass: rejected here too
+        return f"trade.{name} must be a number > 0; got {describe(v)}"
+    if not v > 0:  # also NaN
+        return f"trade.{name} must be a number > 0; got {describe(v)}"
+    if v > MAX_NUMBER:
+        return f"trade.{name} must be a number > 0 and <= {MAX_NUMBER:.0e}; got huge number {describe(v)}"
+    return float(v)
+
+
+def describe(v: object) -> str:
+    """A short, precise description of a JSON value for a reason text.
+
+    >>> describe(MISSING), describe(None), describe(True), describe(-1), describe("x"), describe([1, 2])
+    ('missing', 'null', 'bool true', '-1', "str 'x'", 'array [1,2]')
+    """
+    if v is MISSING:
+        return "missing"
+    if v is None:
+        return "null"
+    if v is True or v is False:
+        return f"bool {'true' if v else 'false'}"
+    if type(v) is int or type(v) is float:
+        return repr(v)
+    if type(v) is str:
+        return f"str {v!r}" if len(v) <= 40 else f"str {v[:40]!r}... ({len(v)} characters)"
+    import orjson
+
+    try:
+        text = orjson.dumps(v).decode()
+    except Exception:  # noqa: BLE001 - whatever it is, describe it without failing
+        text = repr(v)
+    return f"{json_type(v)} {text if len(text) <= 60 else text[:60] + '...'}"
+
+
+def json_type(v: object) -> str:
+    """The JSON name of a decoded value's type (object, array, null, str, ...)."""
+    if isinstance(v, dict):
+        return "object"
+    if isinstance(v, list):
+        return "array"
+    if v is None:
+        return "null"
+    return type(v).__name__
 
 
 @dataclass(frozen=True, slots=True)

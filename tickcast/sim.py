@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -63,6 +63,7 @@ from typing import Any, Final, NamedTuple
 import numpy as np
 import orjson
 
+from tickcast.replay import write_atomically
 from tickcast.schema import Trade, us_to_iso
 
 DEFAULT_START_US: Final = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z: reproducible files
@@ -543,8 +544,9 @@ def write_replay(path: str | Path, n_trades: int, symbols: Sequence[str], seed: 
     ``max_trades_per_message`` per message when given), with a ``heartbeat`` line for
     every second of event time that passes. ``start_us`` defaults to
     :data:`DEFAULT_START_US` (2026-01-01T00:00:00Z), so a seed names one file,
-    byte for byte. The trade messages are byte-identical to
-    ``orjson.dumps(tickcast.kraken.trades_to_message(trades))``.
+    byte for byte. The trade messages are byte-identical to the lines of
+    :func:`tickcast.replay.trade_lines` (``max_per_message=max_trades_per_message``),
+    formatted here with numpy; the file is written atomically.
     """
     if n_trades < 0:
         raise ValueError(f"n_trades must be >= 0; got {n_trades}")
@@ -558,14 +560,14 @@ def write_replay(path: str | Path, n_trades: int, symbols: Sequence[str], seed: 
     written = 0
     last_sec = start // 1_000_000  # event-time second of the last message written
     prev: tuple[int, int, int] | None = None  # symbol, ts_us, position in its message
-    with Path(path).open("wb") as f:
-        f.write(dumps({"channel": "status", "type": "update", "data": [
-            {"version": "2.0.10", "system": "online", "api_version": "v2", "connection_id": conn_id}]})
-            + b"\n")
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal written, last_sec, prev
+        yield dumps({"channel": "status", "type": "update", "data": [
+            {"version": "2.0.10", "system": "online", "api_version": "v2", "connection_id": conn_id}]}) + b"\n"
         for s in sim.symbols:
-            f.write(dumps({"method": "subscribe", "result": {"channel": "trade", "snapshot": False, "symbol": s},
-                           "success": True, "time_in": us_to_iso(start - 31), "time_out": us_to_iso(start)})
-                    + b"\n")
+            yield dumps({"method": "subscribe", "result": {"channel": "trade", "snapshot": False, "symbol": s},
+                         "success": True, "time_in": us_to_iso(start - 31), "time_out": us_to_iso(start)}) + b"\n"
         while written < n_trades:
             c = sim.next_columns(min(_REPLAY_BATCH, n_trades - written))
             n = c.size
@@ -590,7 +592,9 @@ def write_replay(path: str | Path, n_trades: int, symbols: Sequence[str], seed: 
                 msg_sec = c.ts_us[first] // 1_000_000
                 heartbeats[first] = np.diff(msg_sec, prepend=last_sec)
                 last_sec = int(msg_sec[-1])
-            f.write(_format_trades(c, sim.symbols, starts.astype(np.int64), prev is not None,
-                                   written >= n_trades, heartbeats))
+            yield _format_trades(c, sim.symbols, starts.astype(np.int64), prev is not None,
+                                 written >= n_trades, heartbeats)
             prev = (int(c.symbol[-1]), int(c.ts_us[-1]), int(pos[-1]))
+
+    write_atomically(Path(path), chunks())
     return written

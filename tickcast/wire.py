@@ -31,7 +31,8 @@ optional fields do not need a new version). If ``ts_us`` is absent, ``ts`` is pa
 :func:`decode_trade` has the signature and behaviour of
 :func:`tickcast.kraken.parse_message`: it never raises; bad input becomes one
 :class:`~tickcast.schema.DeadLetter` whose reason says what was expected and what
-arrived.
+arrived — the reasons of :func:`tickcast.schema.validate_trade`, the same as the
+Kraken parser's.
 
 >>> t = Trade("BTC/USD", 7, 1_783_465_204_590_753, 63501.9, 4.134e-05, "sell", "limit")
 >>> raw = encode_trade(t)
@@ -40,23 +41,30 @@ b'{"v":1,"symbol":"BTC/USD","trade_id":7,"ts":"2026-07-07T23:0'
 >>> decode_trade(raw, "kafka:trades", 0) == ([t], [])
 True
 >>> decode_trade(b'{"v":1,"symbol":"BTC/USD"}', "kafka:trades", 0, "0:12")[1][0].reason
-'trade.trade_id must be a non-negative integer; got missing'
+'trade.side must be "buy" or "sell"; got missing'
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Final
 
 import orjson
 
-from tickcast.kraken import MAX_NUMBER, parse_rfc3339_us
-from tickcast.schema import MAX_RAW_CHARS, DeadLetter, Trade, us_to_iso
+from tickcast.kraken import parse_rfc3339_us
+from tickcast.schema import (
+    MAX_NUMBER,
+    MAX_RAW_CHARS,
+    MISSING,
+    DeadLetter,
+    Trade,
+    describe,
+    us_to_iso,
+    validate_trade,
+)
 
 __all__ = ["WIRE_VERSION", "decode_trade", "encode_trade"]
 
 WIRE_VERSION: Final = 1
-_MISSING: Final = object()
 _dumps = orjson.dumps
 _loads = orjson.loads
 
@@ -101,58 +109,31 @@ def decode_trade(
 
 
 def _diagnose(m: Any) -> Trade | str:
-    """The trade in ``m`` (slow path: ``ts`` instead of ``ts_us``), or why it is not one."""
+    """The trade in ``m`` (slow path: ``ts`` instead of ``ts_us``), or why it is not one
+    (:func:`tickcast.schema.validate_trade`, the check the Kraken parser uses too)."""
     if type(m) is not dict:
-        return f"trade record must be a JSON object; got {_describe(m)}"
-    v = m.get("v", _MISSING)
+        return f"trade record must be a JSON object; got {describe(m)}"
+    v = m.get("v", MISSING)
     if type(v) is not int or v != WIRE_VERSION:
-        return (f"trade record version v must be {WIRE_VERSION}; got {_describe(v)}"
+        return (f"trade record version v must be {WIRE_VERSION}; got {describe(v)}"
                 + (" (written by a newer tickcast?)" if type(v) is int and v > WIRE_VERSION else ""))
-    sym = m.get("symbol", _MISSING)
-    if type(sym) is not str or not sym:
-        return f"trade.symbol must be a non-empty string; got {_describe(sym)}"
-    tid = m.get("trade_id", _MISSING)
-    if type(tid) is not int or tid < 0:
-        return f"trade.trade_id must be a non-negative integer; got {_describe(tid)}"
-    ts_us = m.get("ts_us", _MISSING)
-    if ts_us is _MISSING:
-        ts = m.get("ts", _MISSING)
+    return validate_trade(m, _record_time)
+
+
+def _record_time(m: Any) -> int | str:
+    """``ts_us``, else ``ts`` parsed, or why neither is a time."""
+    ts_us = m.get("ts_us", MISSING)
+    if ts_us is MISSING:
+        ts = m.get("ts", MISSING)
         if type(ts) is not str:
-            return f"trade.ts_us must be an integer (or trade.ts an RFC 3339 string); got {_describe(ts)}"
+            return f"trade.ts_us must be an integer (or trade.ts an RFC 3339 string); got {describe(ts)}"
         try:
-            ts_us = parse_rfc3339_us(ts)
+            return parse_rfc3339_us(ts)
         except ValueError as err:
             return f"trade.ts: {err}"
-    elif type(ts_us) is not int:
-        return f"trade.ts_us must be an integer of microseconds since the epoch; got {_describe(ts_us)}"
-    side = m.get("side", _MISSING)
-    if side != "buy" and side != "sell":
-        return f'trade.side must be "buy" or "sell"; got {_describe(side)}'
-    nums: list[float] = []
-    for name in ("price", "qty"):
-        x = m.get(name, _MISSING)
-        if type(x) is not float and type(x) is not int:
-            return f"trade.{name} must be a number > 0; got {_describe(x)}"
-        f = float(x)
-        if not math.isfinite(f) or f <= 0:
-            return f"trade.{name} must be a number > 0; got {x}"
-        if f > MAX_NUMBER:
-            return f"trade.{name} is a huge number ({x}); more than {MAX_NUMBER:g} is not a real {name}"
-        nums.append(f)
-    ot = m.get("ord_type", "")
-    if type(ot) is not str:
-        return f"trade.ord_type must be a string; got {_describe(ot)}"
-    return Trade(sym, tid, ts_us, nums[0], nums[1], side, ot)
-
-
-def _describe(v: Any) -> str:
-    if v is _MISSING:
-        return "missing"
-    if isinstance(v, str):
-        return f"str {v[:40]!r}"
-    if isinstance(v, dict | list):
-        return type(v).__name__
-    return f"{type(v).__name__} {str(v)[:40]}"
+    if type(ts_us) is not int:
+        return f"trade.ts_us must be an integer of microseconds since the epoch; got {describe(ts_us)}"
+    return ts_us
 
 
 def _dead(raw: Any, source: str, received_at_us: int, reason: str, position: str) -> DeadLetter:

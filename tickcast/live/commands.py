@@ -1,5 +1,5 @@
-"""``tickcast record`` and ``tickcast backfill`` (registered into the CLI by
-:func:`register`).
+"""``tickcast record`` and ``tickcast backfill`` (the commands :data:`RECORD` and
+:data:`BACKFILL` of ``tickcast.cli``).
 
 * ``record`` saves a live session to a replay file (CONTRACT §4): the WebSocket
   frames in arrival order, one per line. By default the file replays to every trade
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -27,12 +28,19 @@ import textwrap
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
+from tickcast.command import Command, flow_command, parse_time
 from tickcast.config import Settings
-from tickcast.kraken import KrakenError, trades_to_message
+from tickcast.kraken import KrakenError
 from tickcast.learner import MODEL_KINDS
-from tickcast.live.kraken_client import ClientConfig, KrakenClient, NetworkUnavailable, RestClient
+from tickcast.live.kraken_client import (
+    ClientConfig,
+    KrakenClient,
+    NetworkUnavailable,
+    RestClient,
+    TradePager,
+)
+from tickcast.replay import write_trades
 from tickcast.schema import Trade, us_to_iso
 
 PROGRESS_EVERY_S = 5.0
@@ -117,11 +125,11 @@ async def _record(client: KrakenClient, out: Path, duration: float | None, verba
 def fetch_history(rest: RestClient, symbol: str, since_us: int, until_us: int, *, page_pause_s: float = 1.0,
                   retries: int = 3, progress: bool = True) -> list[Trade]:
     """Every REST trade of ``symbol`` with ``since_us <= time < until_us``, in trade order
-    (paging on ``last``; each trade once, by ``trade_id``)."""
+    (paged by :class:`~tickcast.live.kraken_client.TradePager`; each trade once, by
+    ``trade_id``). Raises KrakenError after ``retries`` failed requests."""
     pair = rest.pair_for(symbol)
-    since_ns = since_us * 1000 - 1
+    pager = TradePager(since_us * 1000 - 1, since_us=since_us, until_us=until_us)
     out: list[Trade] = []
-    last_id = -1
     failures = 0
     page_no = 0
     shown = time.monotonic()
@@ -129,7 +137,7 @@ def fetch_history(rest: RestClient, symbol: str, since_us: int, until_us: int, *
         if page_no and page_pause_s > 0:
             time.sleep(page_pause_s)
         try:
-            rows, last = rest.trades_page(pair, symbol, since_ns)
+            rows, last = rest.trades_page(pair, symbol, pager.since_ns)
         except KrakenError as e:
             failures += 1
             if failures > retries:
@@ -137,42 +145,16 @@ def fetch_history(rest: RestClient, symbol: str, since_us: int, until_us: int, *
             time.sleep(min(0.5 * 2 ** failures, 8.0))
             continue
         page_no += 1
-        done = not rows
-        for t in rows:
-            if t.ts_us >= until_us:
-                done = True
-                break
-            if t.trade_id > last_id and t.ts_us >= since_us:
-                out.append(t)
-                last_id = t.trade_id
+        out += pager.take(rows, last)
+        done = pager.done or not rows
         if progress and (done or time.monotonic() - shown >= 2.0):
             shown = time.monotonic()
             upto = us_to_iso(out[-1].ts_us) if out else "-"
             print(f"  {symbol} ({pair}): page {page_no}, {len(out):,} trades, up to {upto}",
                   file=sys.stderr, flush=True)
-        if done or last is None:
-            break
-        nxt = last - 1  # re-read ties at the cursor; trade ids dedupe
-        if nxt <= since_ns:
-            break  # no progress: the end of what REST has
-        since_ns = nxt
+        if done or not pager.moved:
+            break  # the end of the range, or of what REST has
     return out
-
-
-def write_replay(path: Path, trades_by_symbol: dict[str, list[Trade]]) -> int:
-    """Trades -> a replay file of v2 trade messages (atomically: temp file + rename)."""
-    import orjson
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with tmp.open("wb") as f:
-        for trades in trades_by_symbol.values():
-            for i in range(0, len(trades), _MSG_TRADES):
-                f.write(orjson.dumps(trades_to_message(trades[i : i + _MSG_TRADES])) + b"\n")
-                n += len(trades[i : i + _MSG_TRADES])
-    os.replace(tmp, path)
-    return n
 
 
 def _valkey_running(data_dir: Path) -> bool:
@@ -188,8 +170,6 @@ def _valkey_running(data_dir: Path) -> bool:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from tickcast.cli import flow_command, parse_time
-
     s = _settings(args.symbols)
     since = parse_time(args.since)
     until = parse_time(args.until) if args.until else time.time_ns() // 1000
@@ -213,7 +193,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     total = sum(len(v) for v in history.values())
     tag = f"{'_'.join(x.replace('/', '') for x in s.symbols)}_{since_a // 1_000_000}_{until_a // 1_000_000}"
     out = Path(args.out) if args.out else s.data_dir / "backfill" / f"backfill_{tag}.jsonl"
-    write_replay(out, history)
+    write_trades(out, itertools.chain.from_iterable(history.values()), per_timestamp=False,
+                 max_per_message=_MSG_TRADES)
     print(f"fetched {total:,} trades in {time.monotonic() - t0:.1f} s -> {out}", file=sys.stderr)
     if args.no_flow or total == 0:
         if total == 0:
@@ -242,49 +223,27 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- registration -----------------------------------------------------------------------------------
+# -- the commands -----------------------------------------------------------------------------------
 
 
 def _wrap(text: str) -> str:
     return textwrap.fill(text, 88)
 
 
-def register(sub: Any) -> None:
-    """Add ``record`` and ``backfill`` to the CLI's subparsers."""
-    epilog = ("Configuration comes from TICKCAST_* environment variables (see README): "
-              "TICKCAST_KRAKEN_WS_URL, TICKCAST_KRAKEN_REST_URL, TICKCAST_SYMBOLS, TICKCAST_DATA_DIR, ...")
-    rec = sub.add_parser(
-        "record", help="save a live Kraken session to a replay file (JSON Lines of raw v2 messages)",
-        description=_wrap("Connects to Kraken's WebSocket v2 (TICKCAST_KRAKEN_WS_URL), subscribes to the trades of "
-        "the symbols, and writes every message in arrival order, one per line - the replay format of "
-        "TICKCAST_SOURCE=replay:FILE. Reconnects with backoff; a trade_id gap is filled from REST. By "
-        "default the file holds each trade exactly once: snapshot trades already recorded are left out "
-        "and REST-filled trades are written as v2 trade messages; --verbatim writes the frames exactly as "
-        "received instead. Progress goes to stderr every few seconds."),
-        epilog="example: tickcast record --out data/session.jsonl --duration 600 --symbols BTC/USD,ETH/USD\n"
-        + epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+_EPILOG = ("Configuration comes from TICKCAST_* environment variables (see README): "
+           "TICKCAST_KRAKEN_WS_URL, TICKCAST_KRAKEN_REST_URL, TICKCAST_SYMBOLS, TICKCAST_DATA_DIR, ...")
+
+
+def _record_args(rec: argparse.ArgumentParser) -> None:
     rec.add_argument("--out", required=True, help="replay file to write (JSON Lines)")
     rec.add_argument("--duration", type=float, default=None,
                      help="stop after this many seconds (default: until Ctrl-C)")
     rec.add_argument("--symbols", help="comma-separated Kraken v2 symbols (default: $TICKCAST_SYMBOLS)")
     rec.add_argument("--verbatim", action="store_true",
                      help="every frame exactly as received (overlapping snapshots included, no REST fill)")
-    rec.set_defaults(func=cmd_record)
 
-    bf = sub.add_parser(
-        "backfill", help="pull trade history from Kraken REST and run it through the feature flow",
-        description=_wrap("Fetches REST /0/public/Trades (TICKCAST_KRAKEN_REST_URL) for [--since, --until), "
-        "aligned to whole candles (TICKCAST_WINDOW_SECONDS; both ends round down, so no candle is written "
-        "from part of its trades), writes it as a replay file under "
-        "DATA_DIR/backfill/, and runs `python -m bytewax.run dataflows.features` on it: the same parsing, "
-        "candle and feature code as live data. The stores keep one row per key, so a second run changes "
-        "nothing. Features need a warm-up: the first candles after --since have incomplete lookbacks "
-        "(NaN until warm), and where the range overlaps rows the live flow wrote, the backfill's rows "
-        "replace them. The online model is off by default (history should not register models); "
-        "--online-model linear turns it on."),
-        epilog="examples:\n  tickcast backfill --since 2026-01-01T00:00:00Z --until 2026-01-02T00:00:00Z\n"
-        "  tickcast backfill --since 1767225600 --symbols BTC/USD\n" + epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _backfill_args(bf: argparse.ArgumentParser) -> None:
     bf.add_argument("--since", required=True, help="start, inclusive: RFC 3339 (2026-01-01T00:00:00Z), "
                     "a date, or unix seconds")
     bf.add_argument("--until", help="end, exclusive (same forms; default: now)")
@@ -295,4 +254,32 @@ def register(sub: Any) -> None:
                     help="online model in the flow (default: off)")
     bf.add_argument("--page-pause", type=float, default=1.0,
                     help="seconds between REST pages (Kraken's public rate limit; default 1)")
-    bf.set_defaults(func=cmd_backfill)
+
+
+RECORD = Command(
+    "record", cmd_record, _record_args,
+    help="save a live Kraken session to a replay file (JSON Lines of raw v2 messages)",
+    description=_wrap("Connects to Kraken's WebSocket v2 (TICKCAST_KRAKEN_WS_URL), subscribes to the trades of "
+    "the symbols, and writes every message in arrival order, one per line - the replay format of "
+    "TICKCAST_SOURCE=replay:FILE. Reconnects with backoff; a trade_id gap is filled from REST. By "
+    "default the file holds each trade exactly once: snapshot trades already recorded are left out "
+    "and REST-filled trades are written as v2 trade messages; --verbatim writes the frames exactly as "
+    "received instead. Progress goes to stderr every few seconds."),
+    epilog="example: tickcast record --out data/session.jsonl --duration 600 --symbols BTC/USD,ETH/USD\n"
+    + _EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+BACKFILL = Command(
+    "backfill", cmd_backfill, _backfill_args,
+    help="pull trade history from Kraken REST and run it through the feature flow",
+    description=_wrap("Fetches REST /0/public/Trades (TICKCAST_KRAKEN_REST_URL) for [--since, --until), "
+    "aligned to whole candles (TICKCAST_WINDOW_SECONDS; both ends round down, so no candle is written "
+    "from part of its trades), writes it as a replay file under "
+    "DATA_DIR/backfill/, and runs `python -m bytewax.run dataflows.features` on it: the same parsing, "
+    "candle and feature code as live data. The stores keep one row per key, so a second run changes "
+    "nothing. Features need a warm-up: the first candles after --since have incomplete lookbacks "
+    "(NaN until warm), and where the range overlaps rows the live flow wrote, the backfill's rows "
+    "replace them. The online model is off by default (history should not register models); "
+    "--online-model linear turns it on."),
+    epilog="examples:\n  tickcast backfill --since 2026-01-01T00:00:00Z --until 2026-01-02T00:00:00Z\n"
+    "  tickcast backfill --since 1767225600 --symbols BTC/USD\n" + _EPILOG,
+    formatter_class=argparse.RawDescriptionHelpFormatter)

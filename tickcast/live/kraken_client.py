@@ -238,6 +238,53 @@ class RestClient:
         return parse_rest_trades(self.get_json("/0/public/Trades", {"pair": pair, "since": since_ns}), symbol)
 
 
+class TradePager:
+    """Paging REST ``/0/public/Trades`` on its ``last`` cursor, without I/O: the one
+    pager, driven by the client's gap fill (async) and by ``tickcast backfill``
+    (:func:`tickcast.live.commands.fetch_history`, sync).
+
+    Ask for each page with ``since=pager.since_ns`` and hand it to :meth:`take`, which
+    returns the page's trades with ids above the newest taken (from ``after_id``; REST
+    pages are in trade order and the cursor re-reads ties, so each trade is taken once)
+    and at or after ``since_us``; sets ``done`` at the first trade at or beyond a bound
+    (``before_id``, ``until_us``), and moves the cursor to ``last - 1`` — ``moved`` is
+    False when it cannot advance (no ``last``, or no newer one: REST has nothing more,
+    for now).
+
+    >>> p = TradePager(999, after_id=1, before_id=4)
+    >>> t = [Trade("BTC/USD", i, 1, 1.0, 1.0, "buy", "") for i in (1, 2, 3, 4)]
+    >>> [x.trade_id for x in p.take(t[:3], 5000)], p.done, p.moved, p.since_ns
+    ([2, 3], False, True, 4999)
+    >>> [x.trade_id for x in p.take(t[2:], 5000)], p.done, p.moved
+    ([], True, False)
+    """
+
+    def __init__(self, since_ns: int, *, after_id: int = -1, before_id: int | None = None,
+                 since_us: int | None = None, until_us: int | None = None) -> None:
+        self.since_ns = since_ns
+        self.last_id = after_id  # the newest trade_id taken
+        self.before_id, self.since_us, self.until_us = before_id, since_us, until_us
+        self.done = False
+        self.moved = False
+
+    def take(self, rows: list[Trade], last: int | None) -> list[Trade]:
+        page: list[Trade] = []
+        self.done = False
+        for t in rows:
+            if ((self.before_id is not None and t.trade_id >= self.before_id)
+                    or (self.until_us is not None and t.ts_us >= self.until_us)):
+                self.done = True
+                break
+            if t.trade_id > self.last_id and (self.since_us is None or t.ts_us >= self.since_us):
+                page.append(t)
+                self.last_id = t.trade_id
+        nxt = None if last is None else last - 1  # re-read ties at the cursor; trade ids dedupe
+        self.moved = nxt is not None and nxt > self.since_ns
+        if nxt is not None and self.moved:
+            self.since_ns = nxt
+        return page
+
+
 def _json_or_text(text: str) -> Any:
     try:
         return orjson.loads(text)
@@ -601,12 +648,13 @@ class KrakenClient:
         except KrakenError as e:  # pair_for only fails on a bug; keep streaming
             log.warning("%s: no REST pair name (%s)", symbol, e)
             pair = None
+        pager = TradePager(since, after_id=after_id, before_id=before)
         while pair is not None and got < before - 1:
             if requests and self.cfg.rest_page_pause_s > 0:
                 await asyncio.sleep(self.cfg.rest_page_pause_s)
             requests += 1
             try:
-                rows, last = await asyncio.to_thread(self.rest.trades_page, pair, symbol, since)
+                rows, last = await asyncio.to_thread(self.rest.trades_page, pair, symbol, pager.since_ns)
             except KrakenError as e:
                 failures += 1
                 log.warning("%s: REST Trades failed (%s)%s", symbol, e,
@@ -615,38 +663,28 @@ class KrakenClient:
                     break
                 await asyncio.sleep(min(0.25 * 2 ** failures, 5.0))
                 continue
-            page: list[Trade] = []
-            beyond = False
-            for t in rows:  # REST pages are in trade order
-                tid = t.trade_id
-                if tid >= before:
-                    beyond = True
-                    break
-                if tid > got:
-                    if tid > got + 1:
-                        n_holes += tid - got - 1
-                        room = _MAX_MISSING - len(holes)
-                        if room > 0:  # capped before it is built
-                            holes.extend(range(got + 1, min(tid, got + 1 + room)))
-                    page.append(t)
-                    got = tid
+            page = pager.take(rows, last)
+            for t in page:
+                if t.trade_id > got + 1:
+                    n_holes += t.trade_id - got - 1
+                    room = _MAX_MISSING - len(holes)
+                    if room > 0:  # capped before it is built
+                        holes.extend(range(got + 1, min(t.trade_id, got + 1 + room)))
+                got = t.trade_id
             if page:
                 self.stats.filled += len(page)
                 self._hwm[symbol] = (got, page[-1].ts_us)
                 for i in range(0, len(page), _FILL_PAGE):
                     yield self._trades_event(symbol, page[i : i + _FILL_PAGE])
-            if beyond or got >= before - 1:
+            if pager.done or got >= before - 1:
                 break
-            nxt = last - 1 if last is not None else None  # re-read ties at the cursor; ids dedupe
-            if not page and (nxt is None or nxt <= since):
+            if not page and not pager.moved:
                 # REST has nothing newer yet (it can lag the socket by a moment)
                 failures += 1
                 if failures > self.cfg.rest_retries:
                     break
                 await asyncio.sleep(0.2 * failures)
                 continue
-            if nxt is not None and nxt > since:
-                since = nxt
         n_unfilled = n_holes + max(0, before - got - 1)
         if n_unfilled:
             # lists capped before they are built: a gap of billions costs what a small one does
