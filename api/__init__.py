@@ -2,14 +2,15 @@
 
 ``gunicorn 'api:create_app()'`` or ``flask --app api run``.
 
-* ``GET /predict?symbol=BTC/USD[&model=auto|production|online]`` — the newest feature row
+* ``GET /predict?symbol=BTC/USD[&model=auto|production|online|persistence]`` — the newest feature row
   from the online store (Redis) and the production model of that symbol from the
   registry (alias ``production-<SYMBOL>``), cached in memory and re-checked every
   ``MODEL_REFRESH_SECONDS``: a new production version is loaded by one request while
   the others keep using the cached model, then swapped in atomically — no restart, no
   failed request. ``model=online`` returns the online model's newest prediction,
-  made in the feature flow; ``auto`` (default) serves the production model once one
-  has been promoted and the online model until then.
+  made in the feature flow; ``auto`` (default) serves the live choice among production,
+  online and persistence that the feature flow's scoreboard (``tickcast.scoreboard``)
+  writes to the online store, with its reason and prediction intervals (``api.live``).
 * ``GET /health``, ``GET /metrics`` (Prometheus, per worker process),
   ``GET /openapi.json``, ``GET /models``.
 
@@ -45,6 +46,7 @@ from flask import Flask, Response, g, jsonify, request
 
 from api.dashboard import OPENAPI_PATHS as DASHBOARD_PATHS
 from api.dashboard import dashboard
+from api.live import auto_choice, intervals, scoreboard_view
 from tickcast.config import ConfigError, Settings
 from tickcast.schema import us_to_iso
 from tickcast.stores.errors import redact
@@ -145,8 +147,9 @@ OPENAPI: dict[str, Any] = {
                 {"name": "symbol", "in": "query", "required": True,
                  "schema": {"type": "string", "pattern": SYMBOL_RE.pattern}, "example": "BTC/USD"},
                 {"name": "model", "in": "query", "required": False,
-                 "schema": {"type": "string", "enum": ["auto", "production", "online"], "default": "auto"},
-                 "description": "auto = the promoted production model, or the online model until one is"},
+                 "schema": {"type": "string", "enum": ["auto", "production", "online", "persistence"],
+                            "default": "auto"},
+                 "description": "auto = the live choice (README, Live model selection)"},
             ],
             "responses": {
                 "200": {"description": "prediction", "content": {"application/json": {"schema": {
@@ -181,7 +184,11 @@ OPENAPI: dict[str, Any] = {
                     "horizon_seconds": {"type": "integer"}, "as_of": {"type": "string", "format": "date-time"},
                     "feature_age_seconds": {"type": "number"}, "price_at_as_of": {"type": "number"},
                     "model": {"type": "object", "required": ["name", "version"], "properties": {
-                        "name": {"type": "string"}, "version": {"type": "string"}}}}},
+                        "name": {"type": "string"}, "version": {"type": "string"},
+                        "reason": {"type": "string"}}},
+                    "intervals": {"type": "object", "description": "level (percent) -> [lower, upper]",
+                                  "additionalProperties": {"type": "array", "items": {"type": "number"},
+                                                           "minItems": 2, "maxItems": 2}}}},
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                 "type": "object", "required": ["code", "message"],
                 "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
@@ -310,6 +317,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             feature_cache[symbol] = (time.monotonic(), dict(feats))
         return feats
 
+    board_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    def newest_board(symbol: str) -> dict[str, Any] | None:
+        """The live scoreboard (api.live), micro-cached like the feature row."""
+        if cache_s > 0:
+            hit = board_cache.get(symbol)
+            if hit is not None and time.monotonic() - hit[0] < cache_s:
+                return hit[1]
+        b = online.get_selection(symbol)
+        if cache_s > 0:
+            board_cache[symbol] = (time.monotonic(), b)
+        return b
+
     @app.get("/predict")
     def predict() -> Any:
         symbol = request.args.get("symbol", "")
@@ -318,9 +338,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             raise ApiError(400, "bad_request", "query parameter 'symbol' is required, e.g. ?symbol=BTC/USD")
         if not SYMBOL_RE.fullmatch(symbol):
             raise ApiError(400, "bad_request", f"symbol must look like BTC/USD (Kraken v2); got {symbol[:40]!r}")
-        if which not in ("auto", "production", "online"):
+        if which not in ("auto", "production", "online", "persistence"):
             raise ApiError(400, "bad_request",
-                           f"model must be 'auto', 'production' or 'online'; got {which[:40]!r}")
+                           f"model must be 'auto', 'production', 'online' or 'persistence'; got {which[:40]!r}")
         if symbol not in known:  # before any store is touched: no Redis key is built from input
             raise ApiError(404, "unknown_symbol", f"{symbol} is not served here; symbols: {', '.join(sorted(known))}")
         feats = newest_features(symbol)
@@ -335,26 +355,40 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                            f"(limit TICKCAST_MAX_FEATURE_AGE_SECONDS={max_age:g})")
         version = feats.pop("feature_set_version", "")
         close = float(feats.pop("close"))
+        board = newest_board(symbol)
+        reason = f"requested (model={which})"
         if which == "auto":
-            # the production model when one is promoted, else the online model's prediction
-            try:
-                models.get(symbol)
-                which = "production"
-            except ApiError as e:
-                if e.code != "no_model" or online.get_prediction(symbol) is None:
-                    raise
-                which = "online"
+            choice, reason = auto_choice(board)
+            if choice is not None:
+                which = choice
+            else:  # no scoreboard: the production model when one is promoted, else the online model
+                try:
+                    models.get(symbol)
+                    which = "production"
+                except ApiError as e:
+                    if e.code != "no_model" or online.get_prediction(symbol) is None:
+                        raise
+                    which = "online"
+        if which == "persistence":
+            served.labels(symbol, "persistence").inc()
+            return jsonify({"symbol": symbol, "predicted_price": close, "horizon_seconds": settings.horizon_seconds,
+                            "as_of": us_to_iso(ts_us), "feature_age_seconds": round(age, 3), "price_at_as_of": close,
+                            "model": {"name": "persistence", "version": "persistence", "reason": reason},
+                            "intervals": intervals(board, "persistence", close)})
         if which == "online":
             p = online.get_prediction(symbol)
             if p is None:
                 raise ApiError(503, "no_prediction", f"the online model has no prediction for {symbol} yet")
             served.labels(symbol, "online").inc()
-            return jsonify({"symbol": symbol, "predicted_price": float(p["predicted_price"]),
+            price = float(p["predicted_price"])
+            return jsonify({"symbol": symbol, "predicted_price": price,
                             "horizon_seconds": int(p.get("horizon_seconds", settings.horizon_seconds)),
                             "as_of": us_to_iso(int(p["ts_us"])),
                             "feature_age_seconds": round(max(0.0, time.time() - int(p["ts_us"]) / 1e6), 3),
                             "price_at_as_of": float(p.get("price_at_ts", "nan")),
-                            "model": {"name": p.get("model_name", "online"), "version": p.get("model_version", "")}})
+                            "model": {"name": p.get("model_name", "online"), "version": p.get("model_version", ""),
+                                      "reason": reason},
+                            "intervals": intervals(board, "online", price)})
         m = models.get(symbol)
         pred = m.predictor
         if pred.feature_set_version != version:
@@ -374,7 +408,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         version_g.labels(symbol, m.name, m.version).set(1)
         return jsonify({"symbol": symbol, "predicted_price": price, "horizon_seconds": pred.horizon_seconds,
                         "as_of": us_to_iso(ts_us), "feature_age_seconds": round(age, 3), "price_at_as_of": close,
-                        "model": {"name": m.name, "version": m.version}})
+                        "model": {"name": m.name, "version": m.version, "reason": reason},
+                        "intervals": intervals(board, "production", price)})
 
     answer_ttl = settings.api_cache_seconds
     answers: dict[str, tuple[float, Any]] = {}  # route -> (monotonic time, response body and status)
@@ -423,7 +458,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     def models_now() -> dict[str, Any]:
         listing: dict[str, list[dict[str, Any]]] = {}
-        out = {"aliases": registry.list_aliases(), "models": listing}
+        boards = {s: online.get_selection(s) for s in sorted(known)}
+        out = {"aliases": registry.list_aliases(), "models": listing,
+               "live": {s: scoreboard_view(b) for s, b in boards.items() if b}}
         for name in registry.list_models():
             listing[name] = [{"version": m["version"], "created_at": m.get("created_at"),
                               "model_kind": m["meta"].get("model_kind"), "metrics": m["meta"].get("metrics")}

@@ -117,6 +117,8 @@ class _OnlinePartition(StatelessSinkPartition[StepOutput]):
                 if cur is None or row.ts_us >= cur.ts_us:
                     newest[row.symbol] = row
             for p in it.predictions:
+                if not str(p.get("model_kind", "online")).startswith("online"):
+                    continue  # production / auto rows: the scoreboard below carries them
                 cur_p = preds.get(p["symbol"])
                 if cur_p is None or p["ts_us"] >= cur_p["ts_us"]:
                     preds[p["symbol"]] = p
@@ -124,6 +126,9 @@ class _OnlinePartition(StatelessSinkPartition[StepOutput]):
             self._store.put_features(list(newest.values()))
         if preds:
             self._store.put_predictions(list(preds.values()))
+        boards = [b for it in items for b in it.selection]
+        if boards:
+            self._store.put_selections(boards)
 
     def close(self) -> None:
         self._store.close()

@@ -102,7 +102,8 @@ def test_predict_happy_path(env: dict[str, Any]) -> None:
     assert r.status_code == 200, r.json
     body = r.json
     assert set(body) >= {"symbol", "predicted_price", "horizon_seconds", "as_of", "feature_age_seconds", "model"}
-    assert body["model"] == {"name": "ridge", "version": v} and body["horizon_seconds"] == 60
+    assert body["model"] == {"name": "ridge", "version": v, "reason": body["model"]["reason"]}
+    assert body["model"]["reason"].startswith("no live scoreboard") and body["horizon_seconds"] == 60
     assert body["predicted_price"] == pytest.approx(60000.0 * np.exp(10 / 1e4))
     assert 0.5 < body["feature_age_seconds"] < 30 and body["as_of"].endswith("Z")
 
@@ -162,7 +163,8 @@ def test_online_model_prediction(env: dict[str, Any]) -> None:
                                     "model_version": "river-linear-online", "price_at_ts": 60000.0}])
     r = client(env).get("/predict?symbol=BTC/USD&model=online")
     assert r.status_code == 200 and r.json["predicted_price"] == 60001.5
-    assert r.json["model"] == {"name": "river-linear", "version": "river-linear-online"}
+    assert r.json["model"] == {"name": "river-linear", "version": "river-linear-online",
+                               "reason": "requested (model=online)"}
     # no production model yet: the default serves the online model's prediction
     assert client(env).get("/predict?symbol=BTC/USD").json["model"]["name"] == "river-linear"
     v = publish(env["registry"], predictor(1.0))
