@@ -38,7 +38,14 @@ from common import REPO
 
 from models.predictor import Predictor
 from tickcast.history import read_candles_csv
-from tickcast.live_eval import RunScore, lowest_recent_mae, regime_switch, replay, score_run, switches
+from tickcast.live_eval import (
+    RunScore,
+    lowest_recent_mae,
+    regime_switch,
+    replay,
+    score_run,
+    switches,
+)
 from tickcast.pipeline import StepOutput, SymbolPipeline
 from tickcast.selection import SelectionRule
 from tickcast.sim import DEFAULT_START_US, MarketSimulator, SimParams

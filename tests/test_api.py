@@ -438,3 +438,34 @@ def test_dashboard_queries_have_a_time_limit(tmp_path: Path, redis_db_url: str,
     slow.config["TICKCAST_DASHBOARD_CACHE_SECONDS"] = 0
     r = slow.test_client().get("/dashboard/data?symbol=BTC/USD&minutes=1440")
     assert r.status_code == 503 and "Timeout exceeded" in r.json["error"]["message"], r.json
+
+
+def test_auto_serves_the_live_choice_with_reason_and_intervals(env: dict[str, Any]) -> None:
+    """The feature flow's scoreboard (tickcast.scoreboard, in Redis) decides what auto serves."""
+    row = feature_row(close=60000.0)
+    env["online"].put_features([row])
+    board = {"symbol": "BTC/USD", "ts_us": row.ts_us, "choice": "persistence", "name": "persistence",
+             "version": "persistence", "since": "2026-01-01T00:00:00.000000Z", "labels": 900, "window": 720,
+             "reason": "default: no candidate has beaten persistence significantly yet",
+             "candidates": {"persistence": {"mae": 36.6, "n": 720, "intervals_bps": {"80": 10.0, "95": 20.0}},
+                            "production": {"mae": 37.9, "n": 720, "p_value": 0.97,
+                                           "intervals_bps": {"80": 12.0, "95": 25.0}}}}
+    env["online"].put_selections([board])
+    v = publish(env["registry"], predictor(10.0))
+    body = client(env).get("/predict?symbol=BTC/USD").json
+    assert body["predicted_price"] == 60000.0 and body["model"]["name"] == "persistence"
+    assert body["model"]["reason"] == board["reason"]
+    assert body["intervals"]["80"] == pytest.approx([60000.0 / np.exp(1e-3), 60000.0 * np.exp(1e-3)])
+    assert body["intervals"]["95"] == pytest.approx([60000.0 / np.exp(2e-3), 60000.0 * np.exp(2e-3)])
+    # the production model on request, with its own intervals
+    body = client(env).get("/predict?symbol=BTC/USD&model=production").json
+    price = 60000.0 * np.exp(10 / 1e4)
+    assert body["model"]["version"] == v and body["predicted_price"] == pytest.approx(price)
+    assert body["intervals"]["80"] == pytest.approx([price / np.exp(1.2e-3), price * np.exp(1.2e-3)])
+    # the scoreboard moves to production: auto follows
+    env["online"].put_selections([{**board, "choice": "production", "reason": "production beats persistence"}])
+    body = client(env).get("/predict?symbol=BTC/USD").json
+    assert body["model"] == {"name": "ridge", "version": v, "reason": "production beats persistence"}
+    # /models shows each symbol's live scoreboard
+    live = client(env).get("/models").json["live"]
+    assert live["BTC/USD"]["choice"] == "production" and live["BTC/USD"]["candidates"]["production"]["p_value"] == 0.97

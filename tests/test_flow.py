@@ -9,6 +9,7 @@ recovery restart.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -79,10 +80,14 @@ def offline_rows(lake: Path) -> tuple[list[tuple], list[tuple]]:
 def assert_matches_batch(lake: Path, expected: StepOutput) -> None:
     candles, features = offline_rows(lake)
     store = open_offline(f"chdb://{lake}", read_only=True)
-    preds = store.query("SELECT symbol, toUnixTimestamp64Micro(ts), predicted_price, samples_seen "
-                        "FROM predictions ORDER BY symbol, ts").result_rows
+    preds = store.query("SELECT symbol, toUnixTimestamp64Micro(ts), model_version, predicted_price, samples_seen, "
+                        "pi1_lower, pi2_upper FROM predictions ORDER BY symbol, ts, model_version").result_rows
     store.close()
-    exp_p = sorted((p["symbol"], p["ts_us"], p["predicted_price"], p["samples_seen"]) for p in expected.predictions)
+    nan = float("nan")
+    exp_p = sorted((p["symbol"], p["ts_us"], p["model_version"], p["predicted_price"], p.get("samples_seen", 0),
+                    p.get("pi1_lower", nan), p.get("pi2_upper", nan)) for p in expected.predictions)
+    preds = [tuple(-1.0 if isinstance(x, float) and math.isnan(x) else x for x in r) for r in preds]
+    exp_p = [tuple(-1.0 if isinstance(x, float) and math.isnan(x) else x for x in r) for r in exp_p]
     assert len(exp_p) > 0
     assert [tuple(r) for r in preds] == exp_p
     exp_c = sorted(
@@ -133,7 +138,8 @@ def test_replay_stream_equals_batch_and_fills_online_store(
     joined = store.query(
         "SELECT p.symbol, count(), avg(abs(p.predicted_price - f.close)), avg(abs(p.price_at_ts - f.close)) "
         "FROM predictions AS p INNER JOIN features AS f ON f.symbol = p.symbol "
-        "AND f.ts = p.ts + toIntervalSecond(p.horizon_seconds) GROUP BY p.symbol ORDER BY p.symbol").result_rows
+        "AND f.ts = p.ts + toIntervalSecond(p.horizon_seconds) WHERE p.model_kind LIKE 'online:%' "
+        "GROUP BY p.symbol ORDER BY p.symbol").result_rows
     metrics = store.query("SELECT symbol, model_name, argMax(n, ts), argMax(mae, ts) FROM model_metrics "
                           "GROUP BY symbol, model_name ORDER BY symbol, model_name").result_rows
     store.close()
@@ -159,6 +165,10 @@ def test_replay_stream_equals_batch_and_fills_online_store(
         assert int(h["ts_us"]) == newest.ts_us
         assert float(h["close"]) == newest.close
         assert client.ttl(f"tickcast:features:{sym}") > 0
+        # the live scoreboard (tickcast.scoreboard) of the newest row, for /predict?model=auto
+        board = json.loads(client.hget(f"tickcast:selection:{sym}", "json"))
+        assert board["ts_us"] == newest.ts_us and board["choice"] in ("online", "persistence")
+        assert board["labels"] >= by[(sym, "persistence")][2] > 0
 
 
 def test_replay_is_idempotent(sim_replay: Path, expected: StepOutput, tmp_path: Path, redis_db_url: str) -> None:

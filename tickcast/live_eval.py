@@ -81,12 +81,15 @@ def score_run(predictions: Iterable[dict[str, Any]], features: Iterable[FeatureR
     coverage: dict[float, float] = {}
     covered_n = 0
     for slot in (1, 2):
-        rows = [(by["auto"][t].get(f"pi{slot}_level"), by["auto"][t].get(f"pi{slot}_lower"),
-                 by["auto"][t].get(f"pi{slot}_upper"), close[t + h]) for t in ts]
-        rows = [r for r in rows if r[0] is not None and r[1] is not None and math.isfinite(r[1])]
-        if rows:
-            coverage[float(rows[0][0])] = sum(lo <= y <= hi for _, lo, hi, y in rows) / len(rows)
-            covered_n = max(covered_n, len(rows))
+        got: list[tuple[float, float, float, float]] = []
+        for t in ts:
+            a = by["auto"][t]
+            lv, lo, hi = a.get(f"pi{slot}_level"), a.get(f"pi{slot}_lower"), a.get(f"pi{slot}_upper")
+            if lv is not None and lo is not None and hi is not None and math.isfinite(lo):
+                got.append((float(lv), float(lo), float(hi), close[t + h]))
+        if got:
+            coverage[got[0][0]] = sum(lo <= y <= hi for _, lo, hi, y in got) / len(got)
+            covered_n = max(covered_n, len(got))
     return RunScore(n, served, mae, coverage, covered_n, losses, np.array(ts, dtype=np.int64))
 
 

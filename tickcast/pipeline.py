@@ -16,7 +16,6 @@ from typing import Any
 from tickcast.candles import SymbolWindower
 from tickcast.features import FeatureState
 from tickcast.online import OnlineLearner
-from tickcast.scoreboard import LiveBoard
 from tickcast.schema import (
     MAX_TRADE_ID_JUMP,
     Candle,
@@ -26,6 +25,7 @@ from tickcast.schema import (
     safe_iso,
     trade_json,
 )
+from tickcast.scoreboard import LiveBoard
 
 
 @dataclass(slots=True)

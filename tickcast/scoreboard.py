@@ -201,7 +201,7 @@ class LiveBoard:
                            "margin": t.get("margin") if name != sel.choice else None,
                            "intervals_bps": {level_key(lv): w for lv, w in self._widths.get(name, {}).items()}}
         choice = sel.choice if sel.choice in self._preds else "persistence"
-        return as_jsonable({
+        state: dict[str, Any] = as_jsonable({
             "symbol": self.symbol, "ts_us": self.last_ts_us, "as_of": us_to_iso(self.last_ts_us or 0),
             "choice": choice, "name": self._name(choice), "version": self._version(choice),
             "reason": sel.reason if choice == sel.choice else f"{sel.choice} made no prediction for this row",
@@ -209,6 +209,7 @@ class LiveBoard:
             "switches": sel.switches, "labels": sel.labels, "window": self.rule.window, "alpha": self.rule.alpha,
             "candidates": cands,
         })
+        return state
 
 
 CANDIDATE_ORDER = ("production", "online", "persistence")

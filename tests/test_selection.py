@@ -1,0 +1,140 @@
+"""Live model selection and prediction intervals (tickcast.selection, tickcast.scoreboard),
+through the same per-symbol pipeline the feature flow runs, on simulated markets.
+
+Each market is a fresh seed not used to choose the rule's defaults (those came from
+benchmarks/bench_selection.py's seeds 1000+); the intervals use only residuals that had
+matured before each prediction, so every label below is held out for them."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+
+from models.predictor import Predictor
+from tickcast.live_eval import regime_switch, score_run, switches
+from tickcast.pipeline import StepOutput, SymbolPipeline
+from tickcast.selection import SelectionRule, Selector
+from tickcast.sim import DEFAULT_START_US, MarketSimulator, SimParams
+
+H, W = 60, 10
+HOUR = 3600 * 1_000_000
+
+
+def trades(params: SimParams, hours: float, seed: int) -> list[Any]:
+    return MarketSimulator(["BTC/USD"], seed=seed, params=params).until(DEFAULT_START_US + int(hours * HOUR))
+
+
+def drive(ts: list[Any], production: Any = None) -> tuple[StepOutput, SymbolPipeline]:
+    pipe = SymbolPipeline("BTC/USD", W, 0, horizon_seconds=H, online_model="linear", snapshot_every=0)
+    pipe.production = production
+    out = StepOutput()
+    for i in range(0, len(ts), 5000):
+        out.extend(pipe.on_trades(ts[i:i + 5000]))
+    out.extend(pipe.on_eof())
+    return out, pipe
+
+
+def auto_kinds(out: StepOutput) -> list[str]:
+    return [p["model_kind"].split(":", 1)[1] for p in sorted(out.predictions, key=lambda p: p["ts_us"])
+            if p["model_version"] == "auto"]
+
+
+@pytest.fixture(scope="module")
+def random_walk() -> tuple[StepOutput, SymbolPipeline]:
+    return drive(trades(SimParams(rate=2, spread_bps=0.0), 10, seed=71))
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[StepOutput, SymbolPipeline]:
+    return drive(trades(SimParams(rate=2, flow_impact=0.5), 10, seed=72))
+
+
+def test_random_walk_auto_serves_persistence_and_never_flaps(random_walk: tuple[StepOutput, SymbolPipeline]) -> None:
+    out, pipe = random_walk
+    kinds = auto_kinds(out)
+    assert len(kinds) > 3000
+    assert set(kinds) == {"persistence"}  # never left it: no false switch, no flap
+    assert pipe.board is not None and pipe.board.selector.switches == 0
+    state = out.selection[-1]
+    assert state["choice"] == "persistence" and state["reason"].startswith("default")
+    online = state["candidates"]["online"]
+    assert online["n"] == 720 and online["p_value"] > 0.01  # tested, and not significantly better
+
+
+def test_planted_signal_auto_serves_the_online_model_after_warm_up(
+        planted: tuple[StepOutput, SymbolPipeline]) -> None:
+    out, _ = planted
+    kinds = auto_kinds(out)
+    first = kinds.index("online")
+    assert first >= SelectionRule().min_labels  # not before the window holds enough labels
+    assert kinds[-1] == "online" and switches(kinds) <= 2
+    assert out.selection[-1]["reason"].startswith("online beats persistence")
+    sc = score_run(out.predictions, out.features, H)
+    assert sc.mae["auto"] < sc.mae["persistence"]
+
+
+@pytest.mark.parametrize("market", ["random_walk", "planted"])
+def test_interval_coverage_within_3_points_of_nominal(market: str, request: pytest.FixtureRequest) -> None:
+    out, _ = request.getfixturevalue(market)
+    sc = score_run(out.predictions, out.features, H)
+    assert sc.covered_n > 3000
+    assert set(sc.coverage) == {0.8, 0.95}
+    for level, got in sc.coverage.items():
+        assert abs(got - level) <= 0.03, (level, got)
+    # the bounds are stored with every prediction (online rows too), lower < price < upper
+    rows = [p for p in out.predictions if p["model_kind"].startswith("online") and p["pi1_lower"] == p["pi1_lower"]]
+    assert rows and all(p["pi2_lower"] < p["pi1_lower"] < p["predicted_price"] < p["pi1_upper"] < p["pi2_upper"]
+                        for p in rows)
+
+
+def test_interval_widens_when_volatility_jumps() -> None:
+    calm = trades(SimParams(rate=2, spread_bps=0.0), 4, seed=73)
+    wild = trades(SimParams(rate=2, spread_bps=0.0, vol_bps_per_sqrt_s=3.0), 2, seed=74)
+    out, _ = drive(regime_switch(calm, wild))
+    cut = calm[-1].ts_us
+    auto = [p for p in out.predictions if p["model_version"] == "auto" and p["pi1_lower"] == p["pi1_lower"]]
+    width = [(p["ts_us"], p["pi1_upper"] / p["pi1_lower"] - 1) for p in auto]
+    before = [w for t, w in width if cut - HOUR < t < cut]
+    after = [w for t, w in width if cut + HOUR / 2 < t]
+    assert sum(after) / len(after) > 2 * sum(before) / len(before)
+    sc = score_run([p for p in out.predictions if p["ts_us"] > cut], out.features, H)
+    assert abs(sc.coverage[0.8] - 0.8) <= 0.05  # right after a x3 volatility jump, still close
+
+
+def test_a_decaying_production_model_is_demoted() -> None:
+    # production: a model trained on a market with a planted signal (another seed)
+    _, trained = drive(trades(SimParams(rate=2, flow_impact=0.5), 10, seed=75))
+    assert trained.learner is not None
+    prod = Predictor("river-linear", "river", [], trained.learner.model, "fs1-w10s", H)
+    # live: the signal holds for 3 h, then vanishes (bid-ask bounce and order flow stay)
+    before = trades(SimParams(rate=2, flow_impact=0.5), 3, seed=76)
+    after = trades(SimParams(rate=2), 6, seed=77)
+    out, pipe = drive(regime_switch(before, after), lambda _s: ("river-linear", "v1", prod))
+    cut = before[-1].ts_us
+    kinds = [(p["ts_us"], p["model_kind"].split(":")[1]) for p in out.predictions if p["model_version"] == "auto"]
+    warm = kinds[0][0] + 40 * W * 1_000_000  # the batch model needs every indicator warm (26-candle EMA ...)
+    assert {k for t, k in kinds if warm < t < cut} == {"production"}  # promoted: served from the start
+    assert kinds[-1][1] != "production"  # demoted once the signal was gone
+    state = out.selection[-1]
+    assert state["choice"] in ("persistence", "online") and "beats production" in state["reason"]
+    # scored like the online model: model_metrics rows named "production"
+    prod_metrics = [m for m in out.metrics if m["model_name"] == "production"]
+    assert prod_metrics and prod_metrics[-1]["n"] == len(prod_metrics)
+    assert pickle.loads(pickle.dumps(pipe)).production is None  # the registry handle is never pickled
+
+
+def test_selector_hysteresis_no_switch_back_without_evidence() -> None:
+    """After a switch, a challenger that is merely as good never takes the choice back,
+    and nothing switches before min_dwell labels."""
+    rule = SelectionRule(window=100, min_labels=50, check_every=1, min_dwell=40, lags=0)
+    s = Selector(rule)
+    for i in range(60):
+        s.update(i, {"persistence": 1.0 + (i % 3) * 0.1, "online": 0.8 + (i % 3) * 0.1})
+    assert s.choice == "online" and s.switches == 1
+    for i in range(60, 400):  # now equal on average, noisy: stays
+        s.update(i, {"persistence": 1.0 + (i % 2) * 0.2, "online": 1.2 - (i % 2) * 0.2})
+    assert s.choice == "online" and s.switches == 1
+    s.drop("online", 400, "online model off")
+    assert s.choice == "persistence" and s.reason == "online model off"
