@@ -76,6 +76,35 @@ def pretrained(seed: int, strength: float) -> Predictor:
     return Predictor("river-linear", "river", [], pipe.learner.model, "fs1-w10s", H)
 
 
+def coverage_after(out: StepOutput, cut_us: int, span_us: int, window: int) -> dict[float, dict[str, float]]:
+    """Coverage of the auto rows' intervals over ``[cut, cut + span)`` and of a plain
+    split-conformal reference on the same labels (quantile of the last ``window``
+    |log residuals| of persistence that had matured by then)."""
+    import numpy as np
+
+    h = H * 1_000_000
+    close = {f.ts_us: f.close for f in out.features}
+    auto = sorted((p for p in out.predictions if p["model_version"] == "auto" and p["ts_us"] + h in close),
+                  key=lambda p: p["ts_us"])
+    ts = np.array([p["ts_us"] for p in auto])
+    res = np.array([abs(math.log(close[p["ts_us"] + h] / p["predicted_price"])) for p in auto])
+    res_pers = np.array([abs(math.log(close[p["ts_us"] + h] / p["price_at_ts"])) for p in auto])
+    out_cov: dict[float, dict[str, float]] = {}
+    for slot in (1, 2):
+        lv = float(auto[0][f"pi{slot}_level"])
+        ours, plain = [], []
+        for i, p in enumerate(auto):
+            t = p["ts_us"]
+            if not cut_us <= t < cut_us + span_us or not math.isfinite(p[f"pi{slot}_lower"]):
+                continue
+            ours.append(p[f"pi{slot}_lower"] <= close[t + h] <= p[f"pi{slot}_upper"])
+            matured = res_pers[(ts + h <= t)][-window:]
+            q = float(np.quantile(matured, lv, method="higher"))
+            plain.append(res[i] <= q)
+        out_cov[lv] = {"ours": sum(ours) / len(ours), "plain": sum(plain) / len(plain)}
+    return out_cov
+
+
 def first_index(choices: list[str], pred: Any, start: int = 0) -> int | None:
     for i in range(start, len(choices)):
         if pred(choices[i]):
@@ -167,11 +196,25 @@ def main(argv: list[str] | None = None) -> int:
                           f"labels ({(statistics.median(got) if got else math.nan) * W / 3600:.1f} h) after the signal vanished"))
 
     vol_runs = []
+    after_shift: dict[str, dict[float, list[float]]] = {"ours": {}, "plain": {}}
     for s in range(3000, 3000 + half):
         a = sim_trades(SimParams(rate=args.rate, spread_bps=0.0), hours / 2, s)
         b = sim_trades(SimParams(rate=args.rate, spread_bps=0.0, vol_bps_per_sqrt_s=2.5), hours / 2, s + 100)
-        vol_runs.append(run(regime_switch(a, b)))
-    rows.append(summarise("vol x2.5 at half-time", vol_runs, hours))
+        trades = regime_switch(a, b)
+        out, _ = drive(trades)
+        sc = score_run(out.predictions, out.features, H)
+        vol_runs.append((sc, replay(sc.losses, sc.ts_us, rule), lowest_recent_mae(sc.losses, rule.window,
+                                                                                  rule.check_every)))
+        # the first hour after the jump: ours vs a plain split-conformal window (quantile of
+        # the last 720 matured |residuals|, no volatility scaling, no ACI), same labels
+        cut = a[-1].ts_us
+        for lv, cov in coverage_after(out, cut, HOUR_US, rule.window).items():
+            for k in ("ours", "plain"):
+                after_shift[k].setdefault(lv, []).append(cov[k])
+    extra = "first hour after the jump: " + "; ".join(
+        f"{lv:.0%} ours {statistics.mean(after_shift['ours'][lv]):.1%} vs plain window "
+        f"{statistics.mean(after_shift['plain'][lv]):.1%}" for lv in sorted(after_shift["ours"]))
+    rows.append(summarise("vol x2.5 at half-time", vol_runs, hours, extra))
 
     if not args.no_real:
         for f, sym in (("binanceus_BTCUSD_1m_20230301_20230321.csv", "BTC/USD"), ("kraken_XBTUSD_5m_2023Q1.csv", "BTC/USD")):
