@@ -63,7 +63,7 @@ class SelectionRule:
     alpha: float = 0.01  # one-sided DM level
     min_margin: float = 0.002  # required relative MAE improvement over the current choice
     min_dwell: int = 360  # labels after a switch before the next one
-    check_every: int = 6  # labels between tests (one 60-s horizon of 10-s candles)
+    check_every: int = 12  # labels between tests (two 60-s horizons of 10-s candles)
     lags: int = 12  # Newey-West lags (2 x horizon/window: overlap plus volatility clustering)
 
 
@@ -110,6 +110,7 @@ class Selector:
     labels: int = 0
     _since_switch: int = 0
     _losses: dict[str, deque[float]] = field(default_factory=dict)
+    _sums: dict[str, list[float]] = field(default_factory=dict)  # name -> [sum, count] of finite losses in window
     tests: dict[str, dict[str, float]] = field(default_factory=dict)  # challenger -> last test
 
     def _q(self, name: str) -> deque[float]:
@@ -124,6 +125,7 @@ class Selector:
         takes over from persistence at once (it passed the training gate)."""
         if name in self._losses:
             self._losses[name] = deque([math.nan] * len(self._losses[name]), maxlen=self.rule.window)
+            self._sums[name] = [0.0, 0]
         self.tests.pop(name, None)
         if promote and self.choice == "persistence":
             self._switch(name, ts_us, why or "promoted by the training gate (walk-forward test vs persistence); "
@@ -132,6 +134,7 @@ class Selector:
     def drop(self, name: str, ts_us: int | None, why: str) -> None:
         """``name`` is no longer available: if it is the choice, fall back to persistence."""
         self._losses.pop(name, None)
+        self._sums.pop(name, None)
         self.tests.pop(name, None)
         if self.choice == name:
             self._switch("persistence", ts_us, why)
@@ -144,9 +147,21 @@ class Selector:
     def update(self, ts_us: int, losses: dict[str, float]) -> str | None:
         self.labels += 1
         self._since_switch += 1
-        for name in set(self._losses) | set(losses):
+        sums = self._sums
+        for name in (*self._losses, *(k for k in losses if k not in self._losses)):
             v = losses.get(name, math.nan)
-            self._q(name).append(float(v) if v is not None else math.nan)
+            v = float(v) if v is not None else math.nan
+            q = self._q(name)
+            acc = sums.setdefault(name, [0.0, 0])
+            if len(q) == q.maxlen and q[0] == q[0]:
+                acc[0] -= q[0]
+                acc[1] -= 1
+            q.append(v)
+            if v == v:
+                acc[0] += v
+                acc[1] += 1
+            if self.labels % 3600 == 0:  # no drift from the running sum
+                acc[0] = math.fsum(x for x in q if x == x)
         if self.since_ts_us is None:
             self.since_ts_us = ts_us
         r = self.rule
@@ -189,11 +204,10 @@ class Selector:
 
     def mae(self, name: str) -> tuple[float, int]:
         """(MAE, n) of ``name`` on the labels of the window it predicted."""
-        q = self._losses.get(name)
-        if not q:
+        acc = self._sums.get(name)
+        if not acc or acc[1] <= 0:
             return math.nan, 0
-        v = [x for x in q if x == x]
-        return (math.fsum(v) / len(v) if v else math.nan), len(v)
+        return acc[0] / acc[1], int(acc[1])
 
 
 @dataclass
@@ -223,6 +237,7 @@ class IntervalTracker:
     window: int = 720
     min_n: int = 60
     gamma: float = 0.005
+    refresh_every: int = 30  # labels between quantile updates (the volatility scale moves every row)
     _z: deque[float] = field(default_factory=deque)
     _adj: dict[float, float] = field(default_factory=dict)  # level -> current miscoverage target
     _q: dict[float, float] = field(default_factory=dict)  # level -> current normalised quantile
@@ -246,16 +261,19 @@ class IntervalTracker:
                     self._adj[lv] = min(0.5, max(1e-4, self._adj[lv] + self.gamma * ((1 - lv) - miss)))
         self._z.append(abs(err_bps) / sigma_then)
         self.n += 1
-        if self.n % 6 == 0 or self.n <= self.min_n:
+        if self.n % self.refresh_every == 0 or self.n <= self.min_n:
             self._refresh()
 
     def _refresh(self) -> None:
-        if len(self._z) < self.min_n:
+        n = len(self._z)
+        if n < self.min_n:
             self._q.clear()
             return
-        z = np.fromiter(self._z, float, len(self._z))
-        for lv in self.levels:
-            self._q[lv] = float(np.quantile(z, min(1.0, 1 - self._adj[lv]), method="higher"))
+        # the "higher" empirical quantile of every level from one partial sort
+        ks = {lv: min(n - 1, math.ceil(min(1.0, 1 - self._adj[lv]) * (n - 1))) for lv in self.levels}
+        z = np.partition(np.fromiter(self._z, float, n), sorted(set(ks.values())))
+        for lv, k in ks.items():
+            self._q[lv] = float(z[k])
 
     def half_widths(self, sigma_now: float) -> dict[float, float]:
         """Half-widths in bps per level (empty until ``min_n`` residuals)."""
