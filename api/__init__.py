@@ -357,10 +357,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         close = float(feats.pop("close"))
         board = newest_board(symbol)
         reason = f"requested (model={which})"
+        live_choice = False  # auto, decided by the scoreboard
         if which == "auto":
             choice, reason = auto_choice(board)
             if choice is not None:
-                which = choice
+                which, live_choice = choice, True
             else:  # no scoreboard: the production model when one is promoted, else the online model
                 try:
                     models.get(symbol)
@@ -389,7 +390,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                             "model": {"name": p.get("model_name", "online"), "version": p.get("model_version", ""),
                                       "reason": reason},
                             "intervals": intervals(board, "online", price)})
-        m = models.get(symbol)
+        try:
+            m = models.get(symbol)
+        except ApiError as e:
+            if not live_choice or e.status != 503:
+                raise
+            # the scoreboard chose production but this worker cannot load it: persistence, and why
+            served.labels(symbol, "persistence").inc()
+            return jsonify({"symbol": symbol, "predicted_price": close, "horizon_seconds": settings.horizon_seconds,
+                            "as_of": us_to_iso(ts_us), "feature_age_seconds": round(age, 3), "price_at_as_of": close,
+                            "model": {"name": "persistence", "version": "persistence",
+                                      "reason": f"the live choice is production but it is unavailable here "
+                                                f"({e.code}: {e.message})"},
+                            "intervals": intervals(board, "persistence", close)})
         pred = m.predictor
         if pred.feature_set_version != version:
             raise ApiError(503, "feature_version_mismatch",

@@ -50,15 +50,17 @@ class ProductionWatcher:
                             symbol, type(e).__name__, e)
 
     def start(self) -> ProductionWatcher:
+        """Poll once now (so a replay scores the production model from its first row), then
+        from a daemon thread every ``refresh_s``."""
         if self._thread is None:
+            self.poll()
             self._thread = threading.Thread(target=self._run, name="tickcast-production-watcher", daemon=True)
             self._thread.start()
         return self
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.wait(self.refresh_s):
             self.poll()
-            self._stop.wait(self.refresh_s)
 
     def stop(self) -> None:
         self._stop.set()

@@ -469,3 +469,14 @@ def test_auto_serves_the_live_choice_with_reason_and_intervals(env: dict[str, An
     # /models shows each symbol's live scoreboard
     live = client(env).get("/models").json["live"]
     assert live["BTC/USD"]["choice"] == "production" and live["BTC/USD"]["candidates"]["production"]["p_value"] == 0.97
+
+
+def test_auto_falls_back_to_persistence_when_the_chosen_production_model_is_missing(env: dict[str, Any]) -> None:
+    row = feature_row(close=60000.0)
+    env["online"].put_features([row])
+    env["online"].put_selections([{"symbol": "BTC/USD", "ts_us": row.ts_us, "choice": "production",
+                                   "reason": "production beats persistence", "candidates": {}}])
+    body = client(env).get("/predict?symbol=BTC/USD").json  # no alias in this registry
+    assert body["predicted_price"] == 60000.0 and body["model"]["name"] == "persistence"
+    assert body["model"]["reason"].startswith("the live choice is production but it is unavailable here (no_model")
+    assert body["intervals"] == {}

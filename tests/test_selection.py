@@ -138,3 +138,54 @@ def test_selector_hysteresis_no_switch_back_without_evidence() -> None:
     assert s.choice == "online" and s.switches == 1
     s.drop("online", 400, "online model off")
     assert s.choice == "persistence" and s.reason == "online model off"
+
+
+@pytest.mark.slow
+def test_the_flow_scores_the_promoted_model_and_publishes_the_scoreboard(tmp_path: Any, redis_db_url: str) -> None:
+    """Through `python -m bytewax.run dataflows.features`: the flow loads the production model
+    from the registry, writes and scores its predictions like the online model's, serves it
+    as auto (promoted), and puts the scoreboard in Redis."""
+    import json
+
+    import numpy as np
+    import redis
+    from sklearn.linear_model import Ridge
+
+    from models.registry import registry_from_settings
+    from tests.test_flow import flow_env, run_flow
+    from tickcast.config import Settings
+    from tickcast.features import FEATURE_NAMES
+    from tickcast.model_inputs import model_inputs
+    from tickcast.sim import write_replay
+    from tickcast.stores.offline import open_offline
+
+    replay = tmp_path / "sim.jsonl"
+    write_replay(replay, 20_000, ["BTC/USD", "ETH/USD"], seed=12, params=SimParams(rate=5.0))
+    inputs = list(model_inputs(100.0, {n: 1.0 for n in FEATURE_NAMES}) or {})
+    est = Ridge().fit(np.zeros((10, len(inputs))), np.full(10, 1.0))  # predicts +1 bps
+    reg = registry_from_settings(Settings.from_env({"TICKCAST_DATA_DIR": str(tmp_path)}), writer=True)
+    v = reg.save("batch-BTC_USD", Predictor("ridge", "sklearn", inputs, est, "fs1-w10s", H), {"model": "ridge"})
+    reg.set_alias("production-BTC_USD", "batch-BTC_USD", v, "test")
+    lake = tmp_path / "offline"
+    r = run_flow(flow_env(replay, lake, redis_db_url))
+    assert r.returncode == 0, r.stderr[-3000:]
+    store = open_offline(f"chdb://{lake}", read_only=True)
+    try:
+        kinds = dict(store.query("SELECT model_kind, count() FROM predictions WHERE symbol = 'BTC/USD' "
+                                 "GROUP BY model_kind").result_rows)
+        eth = dict(store.query("SELECT model_kind, count() FROM predictions WHERE symbol = 'ETH/USD' "
+                               "GROUP BY model_kind").result_rows)
+        n_prod, mae_prod = store.query("SELECT argMax(n, ts), argMax(mae, ts) FROM model_metrics "
+                                       "WHERE symbol = 'BTC/USD' AND model_name = 'production'").result_rows[0]
+        joined = store.query(
+            "SELECT count(), avg(abs(p.predicted_price - f.close)) FROM predictions AS p INNER JOIN features AS f "
+            "ON f.symbol = p.symbol AND f.ts = p.ts + toIntervalSecond(p.horizon_seconds) "
+            "WHERE p.symbol = 'BTC/USD' AND p.model_kind = 'production:ridge'").result_rows[0]
+    finally:
+        store.close()
+    assert kinds["production:ridge"] > 120 and "production:ridge" not in eth  # only BTC/USD has one
+    assert kinds.get("auto:production", 0) == kinds["production:ridge"]  # promoted: auto served it (after indicator warm-up)
+    assert n_prod == joined[0] and abs(mae_prod - joined[1]) < 1e-9 * joined[1]  # scored like the online model
+    board = json.loads(redis.Redis.from_url(redis_db_url).hget("tickcast:selection:BTC/USD", "json"))
+    assert board["candidates"]["production"]["version"] == v
+    assert "production" in board["reason"]

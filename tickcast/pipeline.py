@@ -128,6 +128,9 @@ class SymbolPipeline:
         update = self.features.update
         learner = self.learner
         board = getattr(self, "board", None)
+        if board is None and learner is not None:  # state recovered from before the scoreboard existed
+            board = self.board = LiveBoard(self.symbol, learner.horizon_seconds,
+                                           levels=getattr(self, "interval_levels", (0.8, 0.95)))
         prod = getattr(self, "production", None)
         for c in candles:
             row = update(c)
