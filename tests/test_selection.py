@@ -181,11 +181,18 @@ def test_the_flow_scores_the_promoted_model_and_publishes_the_scoreboard(tmp_pat
             "SELECT count(), avg(abs(p.predicted_price - f.close)) FROM predictions AS p INNER JOIN features AS f "
             "ON f.symbol = p.symbol AND f.ts = p.ts + toIntervalSecond(p.horizon_seconds) "
             "WHERE p.symbol = 'BTC/USD' AND p.model_kind = 'production:ridge'").result_rows[0]
+        # the README's coverage query, as written
+        coverage = store.query(
+            "SELECT p.pi1_level, avg(f.close BETWEEN p.pi1_lower AND p.pi1_upper) AS coverage, count() AS n "
+            "FROM predictions AS p JOIN features AS f ON f.symbol = p.symbol "
+            "AND f.ts = p.ts + toIntervalSecond(p.horizon_seconds) "
+            "WHERE p.model_version = 'auto' AND isFinite(p.pi1_lower) GROUP BY p.pi1_level").result_rows
     finally:
         store.close()
     assert kinds["production:ridge"] > 120 and "production:ridge" not in eth  # only BTC/USD has one
     assert kinds.get("auto:production", 0) == kinds["production:ridge"]  # promoted: auto served it (after indicator warm-up)
     assert n_prod == joined[0] and abs(mae_prod - joined[1]) < 1e-9 * joined[1]  # scored like the online model
+    assert [r[0] for r in coverage] == [0.8] and coverage[0][2] > 50 and 0.5 < coverage[0][1] <= 1.0
     board = json.loads(redis.Redis.from_url(redis_db_url).hget("tickcast:selection:BTC/USD", "json"))
     assert board["candidates"]["production"]["version"] == v
     assert "production" in board["reason"]
