@@ -127,9 +127,11 @@ class Selector:
             self._losses[name] = deque([math.nan] * len(self._losses[name]), maxlen=self.rule.window)
             self._sums[name] = [0.0, 0]
         self.tests.pop(name, None)
+        why = why or "promoted by the training gate (walk-forward test vs persistence); no live record yet"
         if promote and self.choice == "persistence":
-            self._switch(name, ts_us, why or "promoted by the training gate (walk-forward test vs persistence); "
-                                              "no live record yet")
+            self._switch(name, ts_us, why)
+        elif promote and self.choice == name:  # a new version of the choice: it stays, with a fresh record
+            self.reason, self.since_ts_us, self._since_switch = why, ts_us, 0
 
     def drop(self, name: str, ts_us: int | None, why: str) -> None:
         """``name`` is no longer available: if it is the choice, fall back to persistence."""
