@@ -54,6 +54,7 @@ bench: $(STAMP) ## run the benchmarks (prints figures and ratios against same-ru
 	$(BIN)/python benchmarks/bench_online.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_gate.py
+	$(BIN)/python benchmarks/bench_selection.py
 	$(BIN)/python benchmarks/bench_api.py
 	$(BIN)/python benchmarks/bench_registry.py
 

@@ -58,7 +58,7 @@ BASELINES = ("persistence", "mean_last_10")
 LATE = "late trade%"  # reason prefix of late trades (tickcast.pipeline.late_dead_letter)
 INGEST_SERIES = {"ingest_reconnects": "reconnects", "ingest_filled": "filled", "ingest_unfilled": "unfilled"}
 SERIES = ("price", "predicted", "realised", "mae_online", "mae_persistence", "mae_mean_last_10",
-          "throughput", "dead_letters", "late_trades", "drift_events", *INGEST_SERIES)
+          "mae_production", "served", "throughput", "dead_letters", "late_trades", "drift_events", *INGEST_SERIES)
 
 
 @cache
@@ -181,13 +181,15 @@ def build(store: Any, settings: Any, symbol: str, minutes: int) -> dict[str, Any
     series["predicted"] = _points(q(
         f"SELECT {_ms('max(x)')} AS t, argMax(predicted_price, (x, model_version)) FROM ("
         f"SELECT ts + toIntervalSecond(horizon_seconds) AS x, predicted_price, model_version FROM predictions "
-        f"WHERE symbol = {{symbol:String}} AND ts > {_dt('key_from_ms')} AND ts <= {_dt('to_ms')}) "
+        f"WHERE symbol = {{symbol:String}} AND ts > {_dt('key_from_ms')} AND ts <= {_dt('to_ms')} "
+        f"AND model_kind LIKE 'online:%') "
         f"WHERE x > {_dt('from_ms')} "
         f"GROUP BY intDiv({_ms('x')}, {{step_ms:Int64}}) ORDER BY t DESC LIMIT {{limit:UInt32}}", **p))
     series["realised"] = _points(q(
         f"SELECT {_ms('max(f.ts)')} AS t, argMax(f.close, f.ts) FROM ("
         f"SELECT DISTINCT ts + toIntervalSecond(horizon_seconds) AS x FROM predictions "
-        f"WHERE symbol = {{symbol:String}} AND ts > {_dt('key_from_ms')} AND ts <= {_dt('to_ms')}) AS p "
+        f"WHERE symbol = {{symbol:String}} AND ts > {_dt('key_from_ms')} AND ts <= {_dt('to_ms')} "
+        f"AND model_kind LIKE 'online:%') AS p "
         f"INNER JOIN ("
         f"SELECT ts, close FROM features WHERE symbol = {{symbol:String}} AND {between('ts')}) AS f "
         f"ON f.ts = p.x GROUP BY intDiv({_ms('f.ts')}, {{step_ms:Int64}}) ORDER BY t DESC LIMIT {{limit:UInt32}}",
@@ -196,10 +198,16 @@ def build(store: Any, settings: Any, symbol: str, minutes: int) -> dict[str, Any
             f"WHERE symbol = {{symbol:String}} AND {between('ts')} AND isFinite(mae_recent) "
             f"GROUP BY model_name, intDiv({_ms('ts')}, {{step_ms:Int64}}) "
             f"ORDER BY t DESC, model_name LIMIT {{limit:UInt32}} BY model_name", **p)
-    online_names = sorted({r[2] for r in mae} - set(BASELINES))
-    for name in BASELINES:
+    online_names = sorted({r[2] for r in mae} - set(BASELINES) - {"production"})
+    for name in (*BASELINES, "production"):
         series["mae_" + name] = _points([r for r in mae if r[2] == name])
-    series["mae_online"] = _points([r for r in mae if r[2] not in BASELINES])
+    series["mae_online"] = _points([r for r in mae if r[2] not in (*BASELINES, "production")])
+    # what /predict?model=auto served (tickcast.scoreboard's "auto" rows): 0 persistence, 1 online, 2 production
+    served = q(f"SELECT {_ms('max(ts)')} AS t, argMax(model_kind, ts) FROM predictions "
+               f"WHERE symbol = {{symbol:String}} AND model_version = 'auto' AND {between('ts')} "
+               f"GROUP BY intDiv({_ms('ts')}, {{step_ms:Int64}}) ORDER BY t DESC LIMIT {{limit:UInt32}}", **p)
+    codes = {"auto:persistence": 0, "auto:online": 1, "auto:production": 2}
+    series["served"] = _points([(t, codes.get(k, -1)) for t, k in served if k in codes])
     series["throughput"] = _points(q(
         f"SELECT intDiv({_ms('window_start')}, {{bucket_ms:Int64}}) * {{bucket_ms:Int64}} AS t, "
         f"sum(trades) * 1000 / sum({_ms('window_end')} - {_ms('window_start')}) FROM candles "

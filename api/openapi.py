@@ -71,7 +71,7 @@ OPENAPI: dict[str, Any] = {
                  "schema": {"type": "string", "pattern": SYMBOL_RE.pattern}, "example": "BTC/USD"},
                 {"name": "model", "in": "query", "required": False,
                  "schema": {"type": "string", "enum": list(MODEL_CHOICES), "default": "auto"},
-                 "description": "auto = the promoted production model, or the online model until one is"},
+                 "description": "auto = the live choice (README, Live model selection)"},
             ],
             "responses": {
                 "200": {"description": "prediction", "content": {"application/json": {"schema": {
@@ -106,7 +106,11 @@ OPENAPI: dict[str, Any] = {
                     "horizon_seconds": {"type": "integer"}, "as_of": {"type": "string", "format": "date-time"},
                     "feature_age_seconds": {"type": "number"}, "price_at_as_of": {"type": "number"},
                     "model": {"type": "object", "required": ["name", "version"], "properties": {
-                        "name": {"type": "string"}, "version": {"type": "string"}}}}},
+                        "name": {"type": "string"}, "version": {"type": "string"},
+                        "reason": {"type": "string"}}},
+                    "intervals": {"type": "object", "description": "level (percent) -> [lower, upper]",
+                                  "additionalProperties": {"type": "array", "items": {"type": "number"},
+                                                           "minItems": 2, "maxItems": 2}}}},
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                 "type": "object", "required": ["code", "message"],
                 "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},

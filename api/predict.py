@@ -1,4 +1,4 @@
-"""``GET /predict?symbol=BTC/USD[&model=auto|production|online]`` (CONTRACT §7).
+"""``GET /predict?symbol=BTC/USD[&model=auto|production|online|persistence]`` (CONTRACT §7).
 
 One request in four steps, each a function below:
 
@@ -7,12 +7,15 @@ One request in four steps, each a function below:
    ever built from input);
 2. :func:`read_features` — the newest feature row from the online store (503 when
    there is none, or it is older than ``TICKCAST_MAX_FEATURE_AGE_SECONDS``);
-3. :func:`pick_model` — ``auto`` serves the promoted production model once there is
-   one, the online model's newest prediction (made in the feature flow) until then;
-4. :func:`online_answer` / :func:`production_answer` — the prediction and the 200 body:
-   ``{"symbol", "predicted_price", "horizon_seconds", "as_of", "feature_age_seconds",
-   "price_at_as_of", "model": {"name", "version"}}``; ``as_of`` is the event time of
-   the features (or of the online prediction) used.
+3. :func:`pick_model` — ``auto`` serves the live choice among production, online and
+   persistence that the feature flow's scoreboard (``tickcast.scoreboard``) writes to
+   the online store (:mod:`api.live`); without a scoreboard, the promoted production
+   model once there is one, the online model's newest prediction until then;
+4. :func:`online_answer` / :func:`production_answer` / :func:`persistence_answer` — the
+   prediction and the 200 body: ``{"symbol", "predicted_price", "horizon_seconds",
+   "as_of", "feature_age_seconds", "price_at_as_of", "model": {"name", "version",
+   "reason"}, "intervals": {"80": [lower, upper], ...}}``; ``as_of`` is the event time
+   of the features (or of the online prediction) used.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from api.errors import ApiError
+from api.live import auto_choice, intervals
 from api.services import Services, services
 from tickcast.schema import is_symbol, us_to_iso
 
 log = logging.getLogger("tickcast.api")
 bp = Blueprint("predict", __name__)
-MODEL_CHOICES = ("auto", "production", "online")
+MODEL_CHOICES = ("auto", "production", "online", "persistence")
 
 
 @dataclass
@@ -53,7 +57,8 @@ def read_request(svc: Services) -> tuple[str, str]:
     if not is_symbol(symbol):
         raise ApiError(400, "bad_request", f"symbol must look like BTC/USD (Kraken v2); got {symbol[:40]!r}")
     if which not in MODEL_CHOICES:
-        raise ApiError(400, "bad_request", f"model must be 'auto', 'production' or 'online'; got {which[:40]!r}")
+        raise ApiError(400, "bad_request",
+                       f"model must be 'auto', 'production', 'online' or 'persistence'; got {which[:40]!r}")
     known = svc.settings.symbols
     if symbol not in known:  # before any store is touched: no Redis key is built from input
         raise ApiError(404, "unknown_symbol", f"{symbol} is not served here; symbols: {', '.join(sorted(known))}")
@@ -94,36 +99,67 @@ def read_features(svc: Services, symbol: str) -> Features:
     return Features(ts_us, age, version, close, feats)
 
 
-def pick_model(svc: Services, symbol: str, which: str) -> str:
-    """``production`` or ``online``: ``auto`` is the production model once one is
-    promoted, else the online model if it has a prediction (else the production
-    model's 503 stands)."""
+def newest_board(svc: Services, symbol: str) -> dict[str, Any] | None:
+    """The live scoreboard of ``symbol`` (api.live), micro-cached like the feature row."""
+    cache_s = svc.settings.feature_cache_seconds
+    if cache_s > 0:
+        hit = svc.boards.get(symbol)
+        if hit is not None and time.monotonic() - hit[0] < cache_s:
+            return hit[1]
+    b = svc.online.get_selection(symbol)
+    if cache_s > 0:
+        svc.boards[symbol] = (time.monotonic(), b)
+    return b  # type: ignore[no-any-return]
+
+
+def pick_model(svc: Services, symbol: str, which: str, board: dict[str, Any] | None) -> tuple[str, str, bool]:
+    """``(production | online | persistence, reason, live)``: ``auto`` is the scoreboard's
+    choice (``live`` True); without a scoreboard, the production model once one is
+    promoted, else the online model if it has a prediction (else the production model's
+    503 stands)."""
     if which != "auto":
-        return which
+        return which, f"requested (model={which})", False
+    choice, reason = auto_choice(board)
+    if choice is not None:
+        return choice, reason, True
     try:
         svc.models.get(symbol)
-        return "production"
+        return "production", reason, False
     except ApiError as e:
         if e.code != "no_model" or svc.online.get_prediction(symbol) is None:
             raise
-        return "online"
+        return "online", reason, False
 
 
-def online_answer(svc: Services, symbol: str) -> dict[str, Any]:
+def persistence_answer(svc: Services, symbol: str, f: Features, reason: str,
+                       board: dict[str, Any] | None) -> dict[str, Any]:
+    """"The price will not move": the newest close, as a legitimate answer."""
+    svc.metrics.served.labels(symbol, "persistence").inc()
+    return {"symbol": symbol, "predicted_price": f.close, "horizon_seconds": svc.settings.horizon_seconds,
+            "as_of": us_to_iso(f.ts_us), "feature_age_seconds": round(f.age_s, 3), "price_at_as_of": f.close,
+            "model": {"name": "persistence", "version": "persistence", "reason": reason},
+            "intervals": intervals(board, "persistence", f.close)}
+
+
+def online_answer(svc: Services, symbol: str, reason: str, board: dict[str, Any] | None) -> dict[str, Any]:
     """The online model's newest prediction (made in the feature flow)."""
     p = svc.online.get_prediction(symbol)
     if p is None:
         raise ApiError(503, "no_prediction", f"the online model has no prediction for {symbol} yet")
     svc.metrics.served.labels(symbol, "online").inc()
-    return {"symbol": symbol, "predicted_price": float(p["predicted_price"]),
+    price = float(p["predicted_price"])
+    return {"symbol": symbol, "predicted_price": price,
             "horizon_seconds": int(p.get("horizon_seconds", svc.settings.horizon_seconds)),
             "as_of": us_to_iso(int(p["ts_us"])),
             "feature_age_seconds": round(max(0.0, time.time() - int(p["ts_us"]) / 1e6), 3),
             "price_at_as_of": float(p.get("price_at_ts", "nan")),
-            "model": {"name": p.get("model_name", "online"), "version": p.get("model_version", "")}}
+            "model": {"name": p.get("model_name", "online"), "version": p.get("model_version", ""),
+                      "reason": reason},
+            "intervals": intervals(board, "online", price)}
 
 
-def production_answer(svc: Services, symbol: str, f: Features) -> dict[str, Any]:
+def production_answer(svc: Services, symbol: str, f: Features, reason: str,
+                      board: dict[str, Any] | None) -> dict[str, Any]:
     """The production model's prediction from the features ``f``; ApiError 503 when the
     model was trained on another feature set, the features are not ready, or it raises."""
     from models.predictor import PredictionError
@@ -145,7 +181,8 @@ def production_answer(svc: Services, symbol: str, f: Features) -> dict[str, Any]
     svc.metrics.model_info.labels(symbol, m.name, m.version).set(1)
     return {"symbol": symbol, "predicted_price": price, "horizon_seconds": pred.horizon_seconds,
             "as_of": us_to_iso(f.ts_us), "feature_age_seconds": round(f.age_s, 3), "price_at_as_of": f.close,
-            "model": {"name": m.name, "version": m.version}}
+            "model": {"name": m.name, "version": m.version, "reason": reason},
+            "intervals": intervals(board, "production", price)}
 
 
 @bp.get("/predict")
@@ -153,6 +190,17 @@ def predict() -> Any:
     svc = services()
     symbol, which = read_request(svc)
     features = read_features(svc, symbol)
-    if pick_model(svc, symbol, which) == "online":
-        return jsonify(online_answer(svc, symbol))
-    return jsonify(production_answer(svc, symbol, features))
+    board = newest_board(svc, symbol)
+    model, reason, live = pick_model(svc, symbol, which, board)
+    if model == "persistence":
+        return jsonify(persistence_answer(svc, symbol, features, reason, board))
+    if model == "online":
+        return jsonify(online_answer(svc, symbol, reason, board))
+    try:
+        return jsonify(production_answer(svc, symbol, features, reason, board))
+    except ApiError as e:
+        if not live or e.status != 503:
+            raise
+        # the scoreboard chose production but this worker cannot serve it: persistence, and why
+        why = f"the live choice is production but it is unavailable here ({e.code}: {e.message})"
+        return jsonify(persistence_answer(svc, symbol, features, why, board))

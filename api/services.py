@@ -158,6 +158,7 @@ class Services:
     token: str = ""  # TICKCAST_API_TOKEN, "" = no authentication
     answers: TtlCache = field(default_factory=lambda: TtlCache(0.0))  # /health, /models
     features: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)  # /predict micro-cache
+    boards: dict[str, tuple[float, dict[str, Any] | None]] = field(default_factory=dict)  # live scoreboards
 
     def __getitem__(self, name: str) -> Any:  # app.extensions["tickcast"]["settings"], as before
         return getattr(self, name)

@@ -87,7 +87,15 @@ def main() -> None:
     reg.set_alias("production-BTC_USD", "batch-BTC_USD", v)
     vals = {n: 0.001 for n in FEATURE_NAMES}
     vals.update(ema_12=60000.0, ema_26=60000.0, rsi_14=50.0)
-    OnlineStore(redis_url).put_features([FeatureRow("BTC/USD", int(time.time() * 1e6), 60000.0, vals, "fs1-w10s")])
+    now_us = int(time.time() * 1e6)
+    OnlineStore(redis_url).put_features([FeatureRow("BTC/USD", now_us, 60000.0, vals, "fs1-w10s")])
+    # the live scoreboard the feature flow writes (tickcast.scoreboard.LiveBoard.state's shape): auto -> production
+    cand = {"mae": 36.5, "n": 720, "p_value": 0.2, "margin": 0.01, "intervals_bps": {"80": 10.2, "95": 19.7}}
+    OnlineStore(redis_url).put_selections([{
+        "symbol": "BTC/USD", "ts_us": now_us, "as_of": "", "choice": "production", "name": "ridge", "version": v,
+        "reason": "production ridge@" + v + " promoted by the training gate (walk-forward test vs persistence); "
+                  "no live record yet", "since": "", "switches": 1, "labels": 5000, "window": 720, "alpha": 0.01,
+        "candidates": {k: {**cand, "name": k, "version": k} for k in ("production", "online", "persistence")}}])
     env = {k: val for k, val in os.environ.items() if not k.startswith("TICKCAST_")}
     env.update(TICKCAST_DATA_DIR=str(work), TICKCAST_REDIS_URL=redis_url, TICKCAST_REGISTRY_PUBLIC_KEYS=key.public.to_text(),
                TICKCAST_MODEL_STORE=f"file://{work / 'models'}", TICKCAST_MAX_FEATURE_AGE_SECONDS="0")

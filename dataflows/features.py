@@ -180,6 +180,17 @@ def build_flow(settings: Settings) -> Dataflow:
     parsed = op.flat_map("parse", raw, parse)
     split = op.branch("split_dead", parsed, lambda kv: not is_dead(kv))
     lateness_us = settings.lateness_us
+    watcher: list[Any] = []  # the production-model watcher, started by the first pipeline
+
+    def production() -> Any:
+        if settings.online_model == "off":
+            return None
+        if not watcher:
+            from models.production import ProductionWatcher
+            from models.registry import registry_from_settings
+
+            watcher.append(ProductionWatcher(registry_from_settings(settings, writer=True), symbols).start())
+        return watcher[0]
 
     def builder(resume: SymbolPipeline | None) -> PipelineLogic:
         # the key is not passed to the builder; the pipeline learns its symbol lazily
@@ -187,7 +198,9 @@ def build_flow(settings: Settings) -> Dataflow:
             "", settings.window_seconds, lateness_us, horizon_seconds=settings.horizon_seconds,
             online_model=settings.online_model, snapshot_every=settings.snapshot_every,
             dedupe=settings.source == "kafka",  # the topic is at-least-once: repeats dropped by trade_id
+            interval_levels=settings.interval_levels,
         )
+        pipe.production = production()  # live scoreboard: the promoted model, scored like the online one
         return PipelineLogic(pipe, live, lag_aware=lag_aware)
 
     outs = op.stateful("pipeline", split.trues, builder)

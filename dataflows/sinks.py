@@ -109,6 +109,8 @@ class _OnlinePartition(BatchingPartition[StepOutput], StatelessSinkPartition[Ste
                 if cur is None or row.ts_us >= cur.ts_us:
                     newest[row.symbol] = row
             for p in it.predictions:
+                if not p.model_kind.startswith("online"):
+                    continue  # production / auto rows: the scoreboard below carries them
                 cur_p = preds.get(p.symbol)
                 if cur_p is None or p.ts_us >= cur_p.ts_us:
                     preds[p.symbol] = p
@@ -116,6 +118,9 @@ class _OnlinePartition(BatchingPartition[StepOutput], StatelessSinkPartition[Ste
             self._store.put_features(list(newest.values()))
         if preds:
             self._store.put_predictions(list(preds.values()))
+        boards = [b for it in batch for b in it.selection]
+        if boards:
+            self._store.put_selections(boards)
 
     def release(self) -> None:
         self._store.close()

@@ -134,10 +134,13 @@ def assert_matches_batch(lake: Path, expected: StepOutput) -> None:
 
     candles, features = offline_rows(lake)
     store = open_offline(f"chdb://{lake}", read_only=True)
-    preds = store.query("SELECT symbol, toUnixTimestamp64Micro(ts), predicted_price, samples_seen "
-                        "FROM predictions ORDER BY symbol, ts").result_rows
+    preds = store.query("SELECT symbol, toUnixTimestamp64Micro(ts), model_version, predicted_price, samples_seen, "
+                        "pi1_lower, pi2_upper FROM predictions ORDER BY symbol, ts, model_version").result_rows
     store.close()
-    exp_p = sorted((p.symbol, p.ts_us, p.predicted_price, p.samples_seen) for p in expected.predictions)
+    exp_p = sorted((p.symbol, p.ts_us, p.model_version, p.predicted_price, p.samples_seen, p.pi1_lower, p.pi2_upper)
+                   for p in expected.predictions)
+    preds = [tuple(-1.0 if isinstance(x, float) and math.isnan(x) else x for x in r) for r in preds]
+    exp_p = [tuple(-1.0 if isinstance(x, float) and math.isnan(x) else x for x in r) for r in exp_p]
     assert len(exp_p) > 0
     assert [tuple(r) for r in preds] == exp_p
     exp_c = sorted(

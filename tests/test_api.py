@@ -81,7 +81,8 @@ def test_predict_happy_path(env: dict[str, Any]) -> None:
     assert r.status_code == 200, r.json
     body = r.json
     assert set(body) >= {"symbol", "predicted_price", "horizon_seconds", "as_of", "feature_age_seconds", "model"}
-    assert body["model"] == {"name": "ridge", "version": v} and body["horizon_seconds"] == 60
+    assert body["model"] == {"name": "ridge", "version": v, "reason": body["model"]["reason"]}
+    assert body["model"]["reason"].startswith("no live scoreboard") and body["horizon_seconds"] == 60
     assert body["predicted_price"] == pytest.approx(60000.0 * np.exp(10 / 1e4))
     assert 0.5 < body["feature_age_seconds"] < 30 and body["as_of"].endswith("Z")
 
@@ -141,7 +142,8 @@ def test_online_model_prediction(env: dict[str, Any]) -> None:
                                     "model_version": "river-linear-online", "price_at_ts": 60000.0}])
     r = client(env).get("/predict?symbol=BTC/USD&model=online")
     assert r.status_code == 200 and r.json["predicted_price"] == 60001.5
-    assert r.json["model"] == {"name": "river-linear", "version": "river-linear-online"}
+    assert r.json["model"] == {"name": "river-linear", "version": "river-linear-online",
+                               "reason": "requested (model=online)"}
     # no production model yet: the default serves the online model's prediction
     assert client(env).get("/predict?symbol=BTC/USD").json["model"]["name"] == "river-linear"
     v = publish(env["registry"], predictor(1.0))
@@ -415,3 +417,45 @@ def test_dashboard_queries_have_a_time_limit(tmp_path: Path, redis_db_url: str,
     slow.config["TICKCAST_DASHBOARD_CACHE_SECONDS"] = 0
     r = slow.test_client().get("/dashboard/data?symbol=BTC/USD&minutes=1440")
     assert r.status_code == 503 and "Timeout exceeded" in r.json["error"]["message"], r.json
+
+
+def test_auto_serves_the_live_choice_with_reason_and_intervals(env: dict[str, Any]) -> None:
+    """The feature flow's scoreboard (tickcast.scoreboard, in Redis) decides what auto serves."""
+    row = feature_row(close=60000.0)
+    env["online"].put_features([row])
+    board = {"symbol": "BTC/USD", "ts_us": row.ts_us, "choice": "persistence", "name": "persistence",
+             "version": "persistence", "since": "2026-01-01T00:00:00.000000Z", "labels": 900, "window": 720,
+             "reason": "default: no candidate has beaten persistence significantly yet",
+             "candidates": {"persistence": {"mae": 36.6, "n": 720, "intervals_bps": {"80": 10.0, "95": 20.0}},
+                            "production": {"mae": 37.9, "n": 720, "p_value": 0.97,
+                                           "intervals_bps": {"80": 12.0, "95": 25.0}}}}
+    env["online"].put_selections([board])
+    v = publish(env["registry"], predictor(10.0))
+    body = client(env).get("/predict?symbol=BTC/USD").json
+    assert body["predicted_price"] == 60000.0 and body["model"]["name"] == "persistence"
+    assert body["model"]["reason"] == board["reason"]
+    assert body["intervals"]["80"] == pytest.approx([60000.0 / np.exp(1e-3), 60000.0 * np.exp(1e-3)])
+    assert body["intervals"]["95"] == pytest.approx([60000.0 / np.exp(2e-3), 60000.0 * np.exp(2e-3)])
+    # the production model on request, with its own intervals
+    body = client(env).get("/predict?symbol=BTC/USD&model=production").json
+    price = 60000.0 * np.exp(10 / 1e4)
+    assert body["model"]["version"] == v and body["predicted_price"] == pytest.approx(price)
+    assert body["intervals"]["80"] == pytest.approx([price / np.exp(1.2e-3), price * np.exp(1.2e-3)])
+    # the scoreboard moves to production: auto follows
+    env["online"].put_selections([{**board, "choice": "production", "reason": "production beats persistence"}])
+    body = client(env).get("/predict?symbol=BTC/USD").json
+    assert body["model"] == {"name": "ridge", "version": v, "reason": "production beats persistence"}
+    # /models shows each symbol's live scoreboard
+    live = client(env).get("/models").json["live"]
+    assert live["BTC/USD"]["choice"] == "production" and live["BTC/USD"]["candidates"]["production"]["p_value"] == 0.97
+
+
+def test_auto_falls_back_to_persistence_when_the_chosen_production_model_is_missing(env: dict[str, Any]) -> None:
+    row = feature_row(close=60000.0)
+    env["online"].put_features([row])
+    env["online"].put_selections([{"symbol": "BTC/USD", "ts_us": row.ts_us, "choice": "production",
+                                   "reason": "production beats persistence", "candidates": {}}])
+    body = client(env).get("/predict?symbol=BTC/USD").json  # no alias in this registry
+    assert body["predicted_price"] == 60000.0 and body["model"]["name"] == "persistence"
+    assert body["model"]["reason"].startswith("the live choice is production but it is unavailable here (no_model")
+    assert body["intervals"] == {}

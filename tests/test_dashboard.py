@@ -145,13 +145,13 @@ def test_series_equal_what_the_store_and_the_batch_say(app: Any, world: dict[str
     assert d["range"]["from_ms"] == d["range"]["to_ms"] - 60 * 60_000
 
     # (b) predictions at ts + horizon, and the realised close there
-    preds = [p for p in out.predictions if p.symbol == "BTC/USD"]
+    preds = [p for p in out.predictions if p.symbol == "BTC/USD" and p.model_kind.startswith("online")]
     assert len(preds) > 50
     assert s["predicted"] == [[(p.ts_us + HORIZON * 1_000_000) // 1000, p.predicted_price] for p in preds]
     realised = sql(world, "SELECT toUnixTimestamp64Milli(f.ts), f.close FROM predictions AS p "
                           "INNER JOIN features AS f ON f.symbol = p.symbol "
                           "AND f.ts = p.ts + toIntervalSecond(p.horizon_seconds) "
-                          "WHERE p.symbol = 'BTC/USD' ORDER BY f.ts")
+                          "WHERE p.symbol = 'BTC/USD' AND p.model_kind LIKE 'online:%' ORDER BY f.ts")
     assert len(realised) > 50 and s["realised"] == realised
     assert s["predicted"][-1][0] == d["range"]["to_ms"] + HORIZON * 1000  # the newest is not matured yet
 
@@ -163,6 +163,13 @@ def test_series_equal_what_the_store_and_the_batch_say(app: Any, world: dict[str
                           "WHERE symbol = 'BTC/USD' AND model_name = {m:String} AND isFinite(mae_recent) "
                           "ORDER BY ts", m=name)
         assert len(want) > 20 and s[key] == want, key
+
+    # which model /predict?model=auto served (the scoreboard's auto rows): 0 persistence, 1 online, 2 production
+    codes = {"persistence": 0, "online": 1, "production": 2}
+    auto = [p for p in out.predictions if p.symbol == "BTC/USD" and p.model_version == "auto"
+            and p.ts_us // 1000 > d["range"]["from_ms"]]
+    assert len(auto) > 50
+    assert s["served"] == [[p.ts_us // 1000, codes[p.model_kind.split(":")[1]]] for p in auto]
 
     # (d) throughput per minute (trades / covered seconds) and freshness of every symbol
     per_min: dict[int, list[int]] = defaultdict(list)

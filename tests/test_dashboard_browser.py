@@ -41,7 +41,7 @@ from tests.helpers import free_port
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_ENV = "TICKCAST_TEST_INSTALL_CHROMIUM"
 SCREENSHOT_ENV = "TICKCAST_DASHBOARD_SCREENSHOT"
-CHARTS = ("c-price", "c-pred", "c-mae", "c-fresh", "c-tput", "c-dead", "c-ingest")
+CHARTS = ("c-price", "c-pred", "c-mae", "c-served", "c-fresh", "c-tput", "c-dead", "c-ingest")
 
 
 def chromium() -> str:

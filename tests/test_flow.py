@@ -9,6 +9,7 @@ recovery restart.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -60,7 +61,8 @@ def test_replay_stream_equals_batch_and_fills_online_store(
     joined = store.query(
         "SELECT p.symbol, count(), avg(abs(p.predicted_price - f.close)), avg(abs(p.price_at_ts - f.close)) "
         "FROM predictions AS p INNER JOIN features AS f ON f.symbol = p.symbol "
-        "AND f.ts = p.ts + toIntervalSecond(p.horizon_seconds) GROUP BY p.symbol ORDER BY p.symbol").result_rows
+        "AND f.ts = p.ts + toIntervalSecond(p.horizon_seconds) WHERE p.model_kind LIKE 'online:%' "
+        "GROUP BY p.symbol ORDER BY p.symbol").result_rows
     metrics = store.query("SELECT symbol, model_name, argMax(n, ts), argMax(mae, ts) FROM model_metrics "
                           "GROUP BY symbol, model_name ORDER BY symbol, model_name").result_rows
     store.close()
@@ -86,6 +88,10 @@ def test_replay_stream_equals_batch_and_fills_online_store(
         assert int(h["ts_us"]) == newest.ts_us
         assert float(h["close"]) == newest.close
         assert client.ttl(f"tickcast:features:{sym}") > 0
+        # the live scoreboard (tickcast.scoreboard) of the newest row, for /predict?model=auto
+        board = json.loads(client.hget(f"tickcast:selection:{sym}", "json"))
+        assert board["ts_us"] == newest.ts_us and board["choice"] in ("online", "persistence")
+        assert board["labels"] >= by[(sym, "persistence")][2] > 0
 
 
 def test_replay_is_idempotent(sim_replay: Path, expected: StepOutput, tmp_path: Path, redis_db_url: str) -> None:

@@ -29,7 +29,8 @@ def realised(out: StepOutput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     of predictions with the feature row at ts + horizon, done in Python."""
     close = {f.ts_us: f.close for f in out.features}
     rows = [(p.predicted_price, close[p.ts_us + H * 1_000_000], p.price_at_ts)
-            for p in out.predictions if p.ts_us + H * 1_000_000 in close]
+            for p in out.predictions if p.ts_us + H * 1_000_000 in close
+            and p.model_kind.startswith("online")]  # not the scoreboard's auto rows
     a = np.array(rows)
     return a[:, 0], a[:, 1], a[:, 2]
 

@@ -134,6 +134,8 @@ class Settings:
     # `tickcast train` promotes a model only if its pooled out-of-sample skill over
     # persistence (1 - MAE/MAE_persistence) reaches this; why this value: README, Training
     min_skill: float = 0.002
+    # prediction-interval levels served by /predict and stored in predictions (pi1_*, pi2_*)
+    interval_levels: tuple[float, ...] = (0.8, 0.95)
 
     # -- derived ----------------------------------------------------------------
     @property
@@ -259,9 +261,20 @@ class Settings:
         if min_skill >= 1:
             raise _bad("MIN_SKILL", get("MIN_SKILL") or "", "a skill in [0, 1), e.g. 0.002")
 
+        levels_raw = get("INTERVAL_LEVELS")
+        interval_levels = d.interval_levels
+        if levels_raw is not None:
+            try:
+                interval_levels = tuple(sorted({float(x) / 100 for x in levels_raw.split(",") if x.strip()}))
+            except ValueError:
+                interval_levels = ()
+            if not 1 <= len(interval_levels) <= 2 or not all(0 < x < 1 for x in interval_levels):
+                raise _bad("INTERVAL_LEVELS", levels_raw, "one or two percentages in (0, 100), e.g. 80,95")
+
         return cls(
             source=source,
             min_skill=min_skill,
+            interval_levels=interval_levels,
             online_model=online_model,
             snapshot_every=integer("SNAPSHOT_EVERY", d.snapshot_every, 1, "samples"),
             registry_keep=integer("REGISTRY_KEEP", d.registry_keep, 1, "snapshots"),

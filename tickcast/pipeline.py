@@ -28,6 +28,7 @@ from tickcast.schema import (
     safe_iso,
     trade_json,
 )
+from tickcast.scoreboard import LiveBoard
 
 
 @dataclass(slots=True)
@@ -41,6 +42,7 @@ class StepOutput:
     metrics: list[ModelMetrics] = field(default_factory=list)
     drift_events: list[DriftEvent] = field(default_factory=list)
     snapshots: list[ModelSnapshot] = field(default_factory=list)
+    selection: list[dict[str, Any]] = field(default_factory=list)  # live scoreboards (tickcast.scoreboard)
 
     def extend(self, other: StepOutput) -> None:
         self.candles.extend(other.candles)
@@ -50,6 +52,7 @@ class StepOutput:
         self.metrics.extend(other.metrics)
         self.drift_events.extend(other.drift_events)
         self.snapshots.extend(other.snapshots)
+        self.selection.extend(other.selection)
 
     def __bool__(self) -> bool:
         return bool(self.candles or self.features or self.dead_letters or self.predictions
@@ -90,7 +93,7 @@ class SymbolPipeline:
 
     def __init__(self, symbol: str, window_seconds: int, lateness_us: int, *,
                  horizon_seconds: int = 60, online_model: str = "off", snapshot_every: int = 360,
-                 seed: int = 42, dedupe: bool = False) -> None:
+                 seed: int = 42, dedupe: bool = False, interval_levels: tuple[float, ...] = (0.8, 0.95)) -> None:
         self.symbol = symbol
         self.window_seconds = window_seconds
         self.windower = SymbolWindower(symbol, window_seconds * 1_000_000, lateness_us)
@@ -101,6 +104,11 @@ class SymbolPipeline:
         self.repeats = 0
         self._learner_args = (horizon_seconds, online_model, seed, snapshot_every)
         self.learner: OnlineLearner | None = None
+        self.board: LiveBoard | None = None  # live model choice + intervals (with online learning)
+        self.interval_levels = interval_levels
+        # (symbol) -> (name, version, Predictor) of the promoted model, or None; set by the
+        # flow (registry watcher), never pickled
+        self.production: Any = None
         if symbol:
             self.bind(symbol)
 
@@ -111,21 +119,44 @@ class SymbolPipeline:
         horizon, kind, seed, every = self._learner_args
         if kind != "off" and self.learner is None:
             self.learner = OnlineLearner(symbol, horizon, kind, seed=seed, snapshot_every=every)
+            self.board = LiveBoard(symbol, horizon, levels=getattr(self, "interval_levels", (0.8, 0.95)))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["production"] = None  # a live registry handle, re-attached by the flow
+        return state
 
     def _candles(self, candles: list[Candle], out: StepOutput) -> StepOutput:
         out.candles.extend(candles)
         update = self.features.update
         learner = self.learner
+        board = getattr(self, "board", None)
+        if board is None and learner is not None:  # state recovered from before the scoreboard existed
+            board = self.board = LiveBoard(self.symbol, learner.horizon_seconds,
+                                           levels=getattr(self, "interval_levels", (0.8, 0.95)))
+        prod = getattr(self, "production", None)
         for c in candles:
             row = update(c)
             out.features.append(row)
             if learner is not None:
                 lo = learner.on_row(row)
-                out.predictions.extend(lo.predictions)
-                out.metrics.extend(lo.metrics)
+                if board is not None:
+                    bo = board.on_row(row, lo.predictions[-1] if lo.predictions else None,
+                                      prod(self.symbol) if prod is not None else None)
+                    if bo.online is not None:
+                        lo.predictions[-1] = bo.online  # with its prediction intervals
+                    out.predictions.extend(lo.predictions)
+                    out.predictions.extend(bo.predictions)
+                    out.metrics.extend(lo.metrics)
+                    out.metrics.extend(bo.metrics)
+                else:
+                    out.predictions.extend(lo.predictions)
+                    out.metrics.extend(lo.metrics)
                 out.drift_events.extend(lo.drift_events)
                 if lo.snapshot_due:
                     out.snapshots.append(self.snapshot_model())
+        if board is not None and candles:
+            out.selection = [board.state()]
         return out
 
     def snapshot_model(self) -> ModelSnapshot:

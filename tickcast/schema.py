@@ -257,7 +257,14 @@ class Prediction(NamedTuple):
     model_name: str  # "river-linear", "xgboost"
     price_at_ts: float
     predicted_return: float  # log-return to the horizon (not bps)
-    samples_seen: int
+    samples_seen: int = 0  # labels the model had learned (online models)
+    # prediction intervals (tickcast.scoreboard): two levels, NaN bounds while warming up
+    pi1_level: float = float("nan")
+    pi1_lower: float = float("nan")
+    pi1_upper: float = float("nan")
+    pi2_level: float = float("nan")
+    pi2_lower: float = float("nan")
+    pi2_upper: float = float("nan")
 
 
 class ModelMetrics(NamedTuple):

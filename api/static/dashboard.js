@@ -121,9 +121,12 @@ function render() {
   drawChart($("c-pred"), [line("predicted", s.predicted, COLORS[1]), line("realised", s.realised, COLORS[0])],
     {xmin: r.from_ms, xmax: r.to_ms + horizonMs});
   drawChart($("c-mae"), [line(d.online_models.join(",") || "online", s.mae_online),
-    line("persistence", s.mae_persistence), line("mean_last_10", s.mae_mean_last_10)],
+    line("persistence", s.mae_persistence), line("mean_last_10", s.mae_mean_last_10),
+    line("production", s.mae_production)],
     {xmin: r.from_ms, xmax: r.to_ms, markers: d.drift.map((e) => e.ts_ms), zero: true});
   $("n-mae").textContent = d.drift.length ? "dashed: drift events" : "";
+  drawChart($("c-served"), [line("served", s.served, COLORS[2])],
+    {xmin: r.from_ms, xmax: r.to_ms, zero: true, empty: "no auto rows (online learning off?)"});
   const fresh = Object.keys(state.fresh).map((k) => line(k, state.fresh[k]));
   drawChart($("c-fresh"), fresh, {xmin: wallMin, xmax: now, zero: true, empty: "collecting…"});
   $("n-fresh").textContent = Object.entries(d.freshness_seconds)

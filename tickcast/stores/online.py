@@ -34,10 +34,11 @@ from tickcast.stores.errors import StoreUnavailable
 if TYPE_CHECKING:
     from tickcast.config import Settings
 
-__all__ = ["FEATURES_KEY", "PREDICTION_KEY", "OnlineStore", "StoreUnavailable", "open_online"]
+__all__ = ["FEATURES_KEY", "PREDICTION_KEY", "SELECTION_KEY", "OnlineStore", "StoreUnavailable", "open_online"]
 
 FEATURES_KEY = "tickcast:features:"
 PREDICTION_KEY = "tickcast:prediction:"
+SELECTION_KEY = "tickcast:selection:"  # the live scoreboard (tickcast.scoreboard), field "json"
 
 # KEYS[1] = hash; ARGV[1] = ttl seconds, ARGV[2] = ts_us, ARGV[3..] = field, value, ...
 _CAS = """
@@ -154,6 +155,32 @@ class OnlineStore:
         """The stored prediction's fields as strings (as written), or None."""
         h = self._call(lambda: self._r.hgetall(PREDICTION_KEY + symbol))
         return {k.decode(): v.decode() for k, v in h.items()} or None
+
+    def put_selections(self, states: Iterable[Mapping[str, Any]]) -> int:
+        """Live scoreboards (each with ``symbol`` and ``ts_us``), newest per symbol, as
+        one JSON field (compare-and-set on ``ts_us`` like every write here)."""
+        import orjson
+
+        newest: dict[str, Mapping[str, Any]] = {}
+        for st in states:
+            cur = newest.get(st["symbol"])
+            if cur is None or int(st["ts_us"]) >= int(cur["ts_us"]):
+                newest[st["symbol"]] = st
+        return self._put(SELECTION_KEY, ((s, int(st["ts_us"]), ["json", orjson.dumps(st).decode()])
+                                         for s, st in newest.items()))
+
+    def get_selection(self, symbol: str) -> dict[str, Any] | None:
+        """The newest scoreboard of ``symbol`` (a dict), or None."""
+        import orjson
+
+        raw = self._call(lambda: self._r.hget(SELECTION_KEY + symbol, "json"))
+        if not raw:
+            return None
+        try:
+            out = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        return out if isinstance(out, dict) else None
 
     def symbols(self) -> list[str]:
         """Symbols that currently have features."""

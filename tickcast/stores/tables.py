@@ -112,11 +112,16 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     _table("features", [("symbol", "String"), ("ts", TS), ("close", "Float64")]
            + [(n, "Float64") for n in FEATURE_NAMES] + [("feature_set_version", "String")],
            ("symbol", "ts")),
-    # What a model predicted at ts for ts + horizon_seconds.
+    # What a model predicted at ts for ts + horizon_seconds. model_version 'auto': what
+    # /predict?model=auto served at ts (model_kind 'auto:<candidate>'; tickcast.scoreboard).
     _table("predictions", [
         ("symbol", "String"), ("ts", TS), ("model_version", "String"), ("horizon_seconds", "UInt32"),
         ("predicted_price", "Float64"), ("model_kind", "String"), ("model_name", "String"),
         ("price_at_ts", "Float64"), ("predicted_return", "Float64"), ("samples_seen", "Int64"),
+        # prediction intervals at the (at most two) TICKCAST_INTERVAL_LEVELS, from the model's
+        # recent out-of-sample residuals (tickcast.selection.IntervalTracker); NaN = warming up
+        ("pi1_level", "Float64"), ("pi1_lower", "Float64"), ("pi1_upper", "Float64"),
+        ("pi2_level", "Float64"), ("pi2_lower", "Float64"), ("pi2_upper", "Float64"),
     ], ("symbol", "ts", "model_version")),
     # Input that could not become a trade. id = blake2b-16 of source|position|reason|raw,
     # so a replayed bad line is one record, not two.

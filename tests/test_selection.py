@@ -1,0 +1,198 @@
+"""Live model selection and prediction intervals (tickcast.selection, tickcast.scoreboard),
+through the same per-symbol pipeline the feature flow runs, on simulated markets.
+
+Each market is a fresh seed not used to choose the rule's defaults (those came from
+benchmarks/bench_selection.py's seeds 1000+); the intervals use only residuals that had
+matured before each prediction, so every label below is held out for them."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+
+from models.predictor import Predictor
+from tickcast.live_eval import regime_switch, score_run, switches
+from tickcast.pipeline import StepOutput, SymbolPipeline
+from tickcast.selection import SelectionRule, Selector
+from tickcast.sim import DEFAULT_START_US, MarketSimulator, SimParams
+
+H, W = 60, 10
+HOUR = 3600 * 1_000_000
+
+
+def trades(params: SimParams, hours: float, seed: int) -> list[Any]:
+    return MarketSimulator(["BTC/USD"], seed=seed, params=params).until(DEFAULT_START_US + int(hours * HOUR))
+
+
+def drive(ts: list[Any], production: Any = None) -> tuple[StepOutput, SymbolPipeline]:
+    pipe = SymbolPipeline("BTC/USD", W, 0, horizon_seconds=H, online_model="linear", snapshot_every=0)
+    pipe.production = production
+    out = StepOutput()
+    for i in range(0, len(ts), 5000):
+        out.extend(pipe.on_trades(ts[i:i + 5000]))
+    out.extend(pipe.on_eof())
+    return out, pipe
+
+
+def auto_kinds(out: StepOutput) -> list[str]:
+    return [p.model_kind.split(":", 1)[1] for p in sorted(out.predictions, key=lambda p: p.ts_us)
+            if p.model_version == "auto"]
+
+
+@pytest.fixture(scope="module")
+def random_walk() -> tuple[StepOutput, SymbolPipeline]:
+    return drive(trades(SimParams(rate=2, spread_bps=0.0), 10, seed=71))
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[StepOutput, SymbolPipeline]:
+    return drive(trades(SimParams(rate=2, flow_impact=0.5), 10, seed=72))
+
+
+def test_random_walk_auto_serves_persistence_and_never_flaps(random_walk: tuple[StepOutput, SymbolPipeline]) -> None:
+    out, pipe = random_walk
+    kinds = auto_kinds(out)
+    assert len(kinds) > 3000
+    assert set(kinds) == {"persistence"}  # never left it: no false switch, no flap
+    assert pipe.board is not None and pipe.board.selector.switches == 0
+    state = out.selection[-1]
+    assert state["choice"] == "persistence" and state["reason"].startswith("default")
+    online = state["candidates"]["online"]
+    assert online["n"] == 720 and online["p_value"] > 0.01  # tested, and not significantly better
+
+
+def test_planted_signal_auto_serves_the_online_model_after_warm_up(
+        planted: tuple[StepOutput, SymbolPipeline]) -> None:
+    out, _ = planted
+    kinds = auto_kinds(out)
+    first = kinds.index("online")
+    assert first >= SelectionRule().min_labels  # not before the window holds enough labels
+    assert kinds[-1] == "online" and switches(kinds) <= 2
+    assert out.selection[-1]["reason"].startswith("online beats persistence")
+    sc = score_run(out.predictions, out.features, H)
+    assert sc.mae["auto"] < sc.mae["persistence"]
+
+
+@pytest.mark.parametrize("market", ["random_walk", "planted"])
+def test_interval_coverage_within_3_points_of_nominal(market: str, request: pytest.FixtureRequest) -> None:
+    out, _ = request.getfixturevalue(market)
+    sc = score_run(out.predictions, out.features, H)
+    assert sc.covered_n > 3000
+    assert set(sc.coverage) == {0.8, 0.95}
+    for level, got in sc.coverage.items():
+        assert abs(got - level) <= 0.03, (level, got)
+    # the bounds are stored with every prediction (online rows too), lower < price < upper
+    rows = [p for p in out.predictions if p.model_kind.startswith("online") and p.pi1_lower == p.pi1_lower]
+    assert rows and all(p.pi2_lower < p.pi1_lower < p.predicted_price < p.pi1_upper < p.pi2_upper
+                        for p in rows)
+
+
+def test_interval_widens_when_volatility_jumps() -> None:
+    calm = trades(SimParams(rate=2, spread_bps=0.0), 4, seed=73)
+    wild = trades(SimParams(rate=2, spread_bps=0.0, vol_bps_per_sqrt_s=3.0), 2, seed=74)
+    out, _ = drive(regime_switch(calm, wild))
+    cut = calm[-1].ts_us
+    auto = [p for p in out.predictions if p.model_version == "auto" and p.pi1_lower == p.pi1_lower]
+    width = [(p.ts_us, p.pi1_upper / p.pi1_lower - 1) for p in auto]
+    before = [w for t, w in width if cut - HOUR < t < cut]
+    after = [w for t, w in width if cut + HOUR / 2 < t]
+    assert sum(after) / len(after) > 2 * sum(before) / len(before)
+    sc = score_run([p for p in out.predictions if p.ts_us > cut], out.features, H)
+    assert abs(sc.coverage[0.8] - 0.8) <= 0.05  # right after a x3 volatility jump, still close
+
+
+def test_a_decaying_production_model_is_demoted() -> None:
+    # production: a model trained on a market with a planted signal (another seed)
+    _, trained = drive(trades(SimParams(rate=2, flow_impact=0.5), 10, seed=75))
+    assert trained.learner is not None
+    prod = Predictor("river-linear", "river", [], trained.learner.model, "fs1-w10s", H)
+    # live: the signal holds for 3 h, then vanishes (bid-ask bounce and order flow stay)
+    before = trades(SimParams(rate=2, flow_impact=0.5), 3, seed=76)
+    after = trades(SimParams(rate=2), 6, seed=77)
+    out, pipe = drive(regime_switch(before, after), lambda _s: ("river-linear", "v1", prod))
+    cut = before[-1].ts_us
+    kinds = [(p.ts_us, p.model_kind.split(":")[1]) for p in out.predictions if p.model_version == "auto"]
+    warm = kinds[0][0] + 40 * W * 1_000_000  # the batch model needs every indicator warm (26-candle EMA ...)
+    assert {k for t, k in kinds if warm < t < cut} == {"production"}  # promoted: served from the start
+    assert kinds[-1][1] != "production"  # demoted once the signal was gone
+    state = out.selection[-1]
+    assert state["choice"] in ("persistence", "online") and "beats production" in state["reason"]
+    # scored like the online model: model_metrics rows named "production"
+    prod_metrics = [m for m in out.metrics if m.model_name == "production"]
+    assert prod_metrics and prod_metrics[-1].n == len(prod_metrics)
+    assert pickle.loads(pickle.dumps(pipe)).production is None  # the registry handle is never pickled
+
+
+def test_selector_hysteresis_no_switch_back_without_evidence() -> None:
+    """After a switch, a challenger that is merely as good never takes the choice back,
+    and nothing switches before min_dwell labels."""
+    rule = SelectionRule(window=100, min_labels=50, check_every=1, min_dwell=40, lags=0)
+    s = Selector(rule)
+    for i in range(60):
+        s.update(i, {"persistence": 1.0 + (i % 3) * 0.1, "online": 0.8 + (i % 3) * 0.1})
+    assert s.choice == "online" and s.switches == 1
+    for i in range(60, 400):  # now equal on average, noisy: stays
+        s.update(i, {"persistence": 1.0 + (i % 2) * 0.2, "online": 1.2 - (i % 2) * 0.2})
+    assert s.choice == "online" and s.switches == 1
+    s.drop("online", 400, "online model off")
+    assert s.choice == "persistence" and s.reason == "online model off"
+
+
+@pytest.mark.slow
+def test_the_flow_scores_the_promoted_model_and_publishes_the_scoreboard(tmp_path: Any, redis_db_url: str) -> None:
+    """Through `python -m bytewax.run dataflows.features`: the flow loads the production model
+    from the registry, writes and scores its predictions like the online model's, serves it
+    as auto (promoted), and puts the scoreboard in Redis."""
+    import json
+
+    import numpy as np
+    import redis
+    from sklearn.linear_model import Ridge
+
+    from models.registry import registry_from_settings
+    from tests.test_flow import flow_env, run_flow
+    from tickcast.config import Settings
+    from tickcast.features import FEATURE_NAMES
+    from tickcast.model_inputs import model_inputs
+    from tickcast.sim import write_replay
+    from tickcast.stores.offline import open_offline
+
+    replay = tmp_path / "sim.jsonl"
+    write_replay(replay, 20_000, ["BTC/USD", "ETH/USD"], seed=12, params=SimParams(rate=5.0))
+    inputs = list(model_inputs(100.0, {n: 1.0 for n in FEATURE_NAMES}) or {})
+    est = Ridge().fit(np.zeros((10, len(inputs))), np.full(10, 1.0))  # predicts +1 bps
+    reg = registry_from_settings(Settings.from_env({"TICKCAST_DATA_DIR": str(tmp_path)}), writer=True)
+    v = reg.save("batch-BTC_USD", Predictor("ridge", "sklearn", inputs, est, "fs1-w10s", H), {"model": "ridge"})
+    reg.set_alias("production-BTC_USD", "batch-BTC_USD", v, "test")
+    lake = tmp_path / "offline"
+    r = run_flow(flow_env(replay, lake, redis_db_url))
+    assert r.returncode == 0, r.stderr[-3000:]
+    store = open_offline(f"chdb://{lake}", read_only=True)
+    try:
+        kinds = dict(store.query("SELECT model_kind, count() FROM predictions WHERE symbol = 'BTC/USD' "
+                                 "GROUP BY model_kind").result_rows)
+        eth = dict(store.query("SELECT model_kind, count() FROM predictions WHERE symbol = 'ETH/USD' "
+                               "GROUP BY model_kind").result_rows)
+        n_prod, mae_prod = store.query("SELECT argMax(n, ts), argMax(mae, ts) FROM model_metrics "
+                                       "WHERE symbol = 'BTC/USD' AND model_name = 'production'").result_rows[0]
+        joined = store.query(
+            "SELECT count(), avg(abs(p.predicted_price - f.close)) FROM predictions AS p INNER JOIN features AS f "
+            "ON f.symbol = p.symbol AND f.ts = p.ts + toIntervalSecond(p.horizon_seconds) "
+            "WHERE p.symbol = 'BTC/USD' AND p.model_kind = 'production:ridge'").result_rows[0]
+        # the README's coverage query, as written
+        coverage = store.query(
+            "SELECT p.pi1_level, avg(f.close BETWEEN p.pi1_lower AND p.pi1_upper) AS coverage, count() AS n "
+            "FROM predictions AS p JOIN features AS f ON f.symbol = p.symbol "
+            "AND f.ts = p.ts + toIntervalSecond(p.horizon_seconds) "
+            "WHERE p.model_version = 'auto' AND isFinite(p.pi1_lower) GROUP BY p.pi1_level").result_rows
+    finally:
+        store.close()
+    assert kinds["production:ridge"] > 120 and "production:ridge" not in eth  # only BTC/USD has one
+    assert kinds.get("auto:production", 0) == kinds["production:ridge"]  # promoted: auto served it (after indicator warm-up)
+    assert n_prod == joined[0] and abs(mae_prod - joined[1]) < 1e-9 * joined[1]  # scored like the online model
+    assert [r[0] for r in coverage] == [0.8] and coverage[0][2] > 50 and 0.5 < coverage[0][1] <= 1.0
+    board = json.loads(redis.Redis.from_url(redis_db_url).hget("tickcast:selection:BTC/USD", "json"))
+    assert board["candidates"]["production"]["version"] == v
+    assert "production" in board["reason"]
