@@ -42,7 +42,7 @@ True
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from math import exp
 from typing import Any, Final

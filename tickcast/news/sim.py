@@ -8,8 +8,10 @@
   Deterministic: same arguments, same items.
 * :func:`planted_drift` — the hook for :class:`tickcast.sim.MarketSimulator`'s
   ``drift``: after an item becomes available, its symbol's mid drifts by
-  ``sentiment * effect_bps`` in total, spread evenly over the next ``duration_s``.
-  A model that sees the news at ``t`` can predict part of the next minute's return.
+  ``sentiment * effect_bps`` in total, at a rate decaying with time constant ``tau_s``
+  (2 min by default). A model that sees the news at ``t`` (e.g. the 2-minute decayed
+  sentiment, exactly proportional to the drift still to come) can predict part of the
+  next minute's return; one that does not, cannot.
 * **Control**: simulate the market without the drift (or with the drift of items of
   another seed): the news is then unrelated to prices and must not help any model.
 
@@ -19,12 +21,11 @@
 >>> items == simulate_news(["BTC/USD", "ETH/USD"], 0, 3_600_000_000, seed=1, rate_per_hour=30)
 True
 >>> it = items[0]
->>> d = planted_drift([it], effect_bps=12.0, duration_s=60)
+>>> d = planted_drift([it], effect_bps=12.0, tau_s=60)
 >>> import numpy as np
->>> t = np.array([it.available_at_us - 1, it.available_at_us, it.available_at_us + 59_999_999,
-...               it.available_at_us + 60_000_000])
+>>> t = np.array([it.available_at_us - 1, it.available_at_us, it.available_at_us + 60_000_000])
 >>> [round(float(x), 6) for x in d(it.symbols[0], t) / (it.sentiments[0] * 12.0 / 60)]
-[0.0, 1.0, 1.0, 0.0]
+[0.0, 1.0, 0.367879]
 """
 
 from __future__ import annotations
@@ -64,32 +65,33 @@ def simulate_news(symbols: Sequence[str], start_us: int, end_us: int, seed: int,
     return sorted(items, key=lambda it: (it.available_at_us, it.id))
 
 
-def planted_drift(items: Sequence[NewsItem], effect_bps: float = 10.0,
-                  duration_s: float = 60.0) -> Callable[[str, np.ndarray], np.ndarray]:
+def planted_drift(items: Sequence[NewsItem], effect_bps: float = 20.0,
+                  tau_s: float = 120.0) -> Callable[[str, np.ndarray], np.ndarray]:
     """``drift(symbol, t_us) -> bps per second``: the sum over the symbol's items with
-    ``available_at <= t < available_at + duration`` of ``sentiment * effect_bps / duration_s``."""
-    dur_us = int(round(duration_s * 1e6))
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    ``available_at <= t`` of ``sentiment * effect_bps / tau_s * exp(-(t - available_at) / tau_s)``:
+    each item moves its symbol's mid by ``sentiment * effect_bps`` in total, most of it in
+    the first ``tau_s`` seconds. (Items older than ``30 tau_s`` are cut off: e^-30.)"""
+    tau_us = tau_s * 1e6
+    cut = int(30 * tau_us)
     by_symbol: dict[str, list[tuple[int, float]]] = {}
     for it in items:
         for sym, s in zip(it.symbols, it.sentiments, strict=True):
-            by_symbol.setdefault(sym, []).append((it.available_at_us, s * effect_bps / duration_s))
-    for sym, evs in by_symbol.items():
-        times = np.array([a for a, _ in evs] + [a + dur_us for a, _ in evs], dtype=np.int64)
-        deltas = np.array([r for _, r in evs] + [-r for _, r in evs], dtype=float)
-        order = np.argsort(times, kind="stable")
-        times, rate = times[order], np.cumsum(deltas[order])
-        # several events at one instant: the rate after the last of them counts
-        last = np.r_[times[1:] != times[:-1], True]
-        curves[sym] = (times[last], rate[last])
+            by_symbol.setdefault(sym, []).append((it.available_at_us, s * effect_bps / tau_s))
+    series = {sym: (np.array([a for a, _ in evs], dtype=np.int64), np.array([r for _, r in evs], dtype=float))
+              for sym, evs in ((k, sorted(v)) for k, v in by_symbol.items())}
 
     def drift(symbol: str, t_us: np.ndarray) -> np.ndarray:
         t = np.asarray(t_us, dtype=np.int64)
-        curve = curves.get(symbol)
-        if curve is None:
-            return np.zeros(t.shape)
-        times, rate = curve
-        idx = np.searchsorted(times, t, side="right") - 1
-        return np.where(idx >= 0, rate[np.maximum(idx, 0)], 0.0)
+        out = np.zeros(t.shape)
+        got = series.get(symbol)
+        if got is None or t.size == 0:
+            return out
+        avail, rate = got
+        lo, hi = np.searchsorted(avail, [int(t.min()) - cut, int(t.max())], side="right")
+        for a, r in zip(avail[lo:hi].tolist(), rate[lo:hi].tolist(), strict=True):
+            age = t - a
+            live = (age >= 0) & (age < cut)
+            out[live] += r * np.exp(-age[live] / tau_us)
+        return out
 
     return drift
