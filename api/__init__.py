@@ -45,6 +45,7 @@ from flask import Flask, Response, g, jsonify, request
 
 from api.dashboard import OPENAPI_PATHS as DASHBOARD_PATHS
 from api.dashboard import dashboard
+from api.feature_groups import GroupInputs, GroupMismatch
 from tickcast.config import ConfigError, Settings
 from tickcast.schema import us_to_iso
 from tickcast.stores.errors import redact
@@ -180,6 +181,12 @@ OPENAPI: dict[str, Any] = {
                     "symbol": {"type": "string"}, "predicted_price": {"type": "number"},
                     "horizon_seconds": {"type": "integer"}, "as_of": {"type": "string", "format": "date-time"},
                     "feature_age_seconds": {"type": "number"}, "price_at_as_of": {"type": "number"},
+                    "groups": {"type": "object", "description": "each feature group the model used: "
+                               "definition version, as_of (null: no data, e.g. no news) and age",
+                               "additionalProperties": {"type": "object", "properties": {
+                                   "version": {"type": "string"},
+                                   "as_of": {"type": "string", "format": "date-time", "nullable": True},
+                                   "age_seconds": {"type": "number", "nullable": True}}}},
                     "model": {"type": "object", "required": ["name", "version"], "properties": {
                         "name": {"type": "string"}, "version": {"type": "string"}}}}},
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -310,6 +317,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             feature_cache[symbol] = (time.monotonic(), dict(feats))
         return feats
 
+    group_inputs = GroupInputs(online, cache_s)
+
+    def production_group_inputs(pred: Any, symbol: str, ts_us: int) -> tuple[dict[str, float], dict[str, Any]]:
+        """The model's other feature groups at the price row's time (api/feature_groups.py)."""
+        if not getattr(pred, "extra_groups", ()):
+            return {}, {}
+        try:
+            return group_inputs.inputs(pred, symbol, ts_us)
+        except GroupMismatch as e:
+            raise ApiError(503, "feature_version_mismatch", str(e)) from e
+
     @app.get("/predict")
     def predict() -> Any:
         symbol = request.args.get("symbol", "")
@@ -363,8 +381,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                            f"holds {version or 'unknown'}; retrain or restart the pipeline with the same window")
         from models.predictor import PredictionError
 
+        extra, groups_info = production_group_inputs(pred, symbol, ts_us)
         try:
-            price, _ = pred.predict_price(close, feats)
+            price, _ = pred.predict_price(close, feats, extra)
         except PredictionError as e:
             raise ApiError(503, "features_not_ready", f"{symbol}: {e}") from e
         except Exception as e:  # a model raising must not become a 500
@@ -374,7 +393,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         version_g.labels(symbol, m.name, m.version).set(1)
         return jsonify({"symbol": symbol, "predicted_price": price, "horizon_seconds": pred.horizon_seconds,
                         "as_of": us_to_iso(ts_us), "feature_age_seconds": round(age, 3), "price_at_as_of": close,
-                        "model": {"name": m.name, "version": m.version}})
+                        "model": {"name": m.name, "version": m.version},
+                        "groups": {"price": {"version": version, "as_of": us_to_iso(ts_us),
+                                             "age_seconds": round(age, 3)}, **groups_info}})
 
     answer_ttl = settings.api_cache_seconds
     answers: dict[str, tuple[float, Any]] = {}  # route -> (monotonic time, response body and status)
