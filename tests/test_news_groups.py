@@ -36,6 +36,7 @@ SIGNER = SigningKey.generate()
 # small and fast: 2 Optuna trials; the ablation decision, not XGBoost's tuning, is under test
 CFG = TrainConfig(horizon_seconds=60, window_seconds=10, n_trials=2, progress=False)
 EFFECT_BPS = 40.0  # total move per item of sentiment 1 (README: the planted effect)
+RATE = 30.0  # news items per hour
 
 
 def news_rows(items: list[NewsItem]) -> list[dict[str, Any]]:
@@ -50,11 +51,14 @@ def news_rows(items: list[NewsItem]) -> list[dict[str, Any]]:
 def news_market(root: Path, *, planted: bool, seed: int, hours: float,
                 symbols: tuple[str, ...] = ("BTC/USD",)) -> tuple[LakeStore, list[NewsItem], list[FeatureRow]]:
     """A lake holding simulated prices and BTC/USD news; with ``planted`` the prices drift
-    with the news' sentiment, otherwise (control) the news is unrelated to prices."""
+    with the news' sentiment; otherwise (control) they drift just as much with the news of
+    another seed, which the lake does not hold: the news it holds is unrelated to prices."""
     end = DEFAULT_START_US + int(hours * HOUR_US)
-    items = simulate_news(["BTC/USD"], DEFAULT_START_US, end, seed=seed, rate_per_hour=20)
+    items = simulate_news(["BTC/USD"], DEFAULT_START_US, end, seed=seed, rate_per_hour=RATE)
+    movers = items if planted else simulate_news(["BTC/USD"], DEFAULT_START_US, end, seed=seed + 10_000,
+                                                 rate_per_hour=RATE)
     sim = MarketSimulator(list(symbols), seed=seed, params=SimParams(rate=5, spread_bps=0.0),
-                          drift=planted_drift(items, EFFECT_BPS) if planted else None)
+                          drift=planted_drift(movers, EFFECT_BPS))
     feats = run_batch(sim.until(end), 10, 0.0).features
     store = LakeStore(root / "lake")
     store.ensure_schema()
@@ -68,7 +72,7 @@ def registry(tmp_path: Path) -> ModelRegistry:
 
 
 def test_planted_news_effect_is_found_and_the_news_model_promoted(tmp_path: Path) -> None:
-    store, _, _ = news_market(tmp_path, planted=True, seed=1, hours=12)
+    store, _, _ = news_market(tmp_path, planted=True, seed=1, hours=7)
     reg = registry(tmp_path)
     rep = train_symbol(store, reg, "BTC/USD", None, None, CFG)
     abl = {a["model"]: a for a in rep["ablation"]}
@@ -85,7 +89,7 @@ def test_planted_news_effect_is_found_and_the_news_model_promoted(tmp_path: Path
 
 
 def test_control_news_unrelated_to_prices_gives_no_significant_gain(tmp_path: Path) -> None:
-    store, _, _ = news_market(tmp_path, planted=False, seed=1, hours=12)
+    store, _, _ = news_market(tmp_path, planted=False, seed=1, hours=7)
     rep = train_symbol(store, registry(tmp_path), "BTC/USD", None, None, CFG)
     learned = [a for a in rep["ablation"] if a["mae_with"] is not None]
     assert learned and not any(a["significant"] for a in learned), learned
