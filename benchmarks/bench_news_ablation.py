@@ -16,7 +16,8 @@ into a scratch embedded lake, and models.train.train_symbol runs the whole train
   helps" is a false positive. Target: at most 5 % (alpha).
 
     python benchmarks/bench_news_ablation.py [--seeds 8] [--effects 20,40] [--hours 7]
-        [--rate 30] [--trials 2] [--out runs.jsonl]
+        [--rate 30] [--trials 2] [--first-seed 100] [--control-only] [--out runs.jsonl]
+    python benchmarks/bench_news_ablation.py --summarise runs.jsonl
 
 The machine is shared: this measures decisions, not speed.
 """
@@ -103,13 +104,19 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=7.0)
     ap.add_argument("--rate", type=float, default=30.0)
     ap.add_argument("--trials", type=int, default=2)
+    ap.add_argument("--first-seed", type=int, default=100)
+    ap.add_argument("--control-only", action="store_true", help="only the control arm (false-positive rate)")
+    ap.add_argument("--summarise", default="", help="print the table of a finished or partial --out file")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
+    if a.summarise:
+        print(summarise([json.loads(line) for line in Path(a.summarise).read_text().splitlines() if line.strip()]))
+        return
     effects = [float(x) for x in a.effects.split(",")]
     runs = []
     out = open(a.out, "a") if a.out else None  # noqa: SIM115
-    for seed in range(100, 100 + a.seeds):
-        arms = [(e, True) for e in effects] + [(max(effects), False)]
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
+        arms = ([] if a.control_only else [(e, True) for e in effects]) + [(max(effects), False)]
         for effect, planted in arms:
             r = one_run(seed, effect, planted, a.hours, a.rate, a.trials)
             runs.append(r)

@@ -213,7 +213,7 @@ class NewsGroup(FeatureGroup):
         df = store.query_df("SELECT id, toUnixTimestamp64Micro(available_at) AS a_us, sentiments FROM news "
                             f"WHERE {' AND '.join(where)}", parameters=params)
         out: dict[str, tuple[int, float]] = {}
-        if df is None:
+        if df is None or len(df) == 0:
             return out
         for item_id, a_us, sj in zip(df["id"], df["a_us"], df["sentiments"], strict=True):
             try:
