@@ -27,6 +27,10 @@ class GroupInputs:
         self.online = online
         self.cache_s = cache_s
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
+        # the values computed last per (group, symbol): reused while the state object (one
+        # cache period) and t (the price row's time: one candle) are the same — a pure
+        # function of both, so reusing it changes no number
+        self._last: dict[tuple[str, str], tuple[Any, int, dict[str, float], int | None]] = {}
 
     def _state(self, g: Any, symbol: str) -> Any:
         key = (g.name, symbol)
@@ -55,7 +59,13 @@ class GroupInputs:
             if trained.get(name, g.version) != g.version:
                 raise GroupMismatch(f"the model was trained on {name} features {trained[name]} but this server "
                                     f"computes {g.version}; retrain")
-            values, as_of = g.values_at(self._state(g, symbol), t_us)
+            state = self._state(g, symbol)
+            memo = self._last.get((name, symbol))
+            if memo is not None and memo[0] is state and state is not None and memo[1] == t_us:
+                values, as_of = memo[2], memo[3]
+            else:
+                values, as_of = g.values_at(state, t_us)
+                self._last[(name, symbol)] = (state, t_us, values, as_of)
             extra.update(values)
             info[name] = {"version": g.version, "as_of": us_to_iso(as_of) if as_of is not None else None,
                           "age_seconds": round(max(0.0, now - as_of / 1e6), 3) if as_of is not None else None}
