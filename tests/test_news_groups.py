@@ -205,3 +205,27 @@ def test_news_values_ignore_items_not_yet_available() -> None:
     assert at["news_count_5m"] == 1.0 and at["news_sent_decay_2m"] == 1.0 and as_of == a
     rows = news.join(state, np.array([a - 1, a]))
     assert rows.iloc[0].to_dict() == NO_NEWS and rows.iloc[1].to_dict() == at
+
+
+def test_publish_news_in_batches_equals_one_batch(redis_db_url: str, tmp_path: Path) -> None:
+    """The news flow publishes poll by poll: the news_features rows of a later batch count
+    the items of earlier ones (read back from the online group), so two batches write what
+    one batch would."""
+    from tickcast.news.features import feature_rows
+
+    items = simulate_news(["BTC/USD", "ETH/USD"], DEFAULT_START_US, DEFAULT_START_US + 2 * HOUR_US, seed=5,
+                          rate_per_hour=20)
+    store = LakeStore(tmp_path / "lake")
+    store.ensure_schema()
+    online = OnlineStore(redis_db_url)
+    half = len(items) // 2
+    n = publish_news(items[:half], store, online) + publish_news(items[half:], store, online)
+    assert n == len(feature_rows(items))
+    got = store.query_df("SELECT symbol, toUnixTimestamp64Micro(ts) AS ts_us, news_count_1h, news_sent_decay_30m "
+                         "FROM news_features ORDER BY symbol, ts_us")
+    want = sorted(feature_rows(items), key=lambda r: (r["symbol"], r["ts_us"]))
+    assert len(got) == len(want)
+    for (_, g), w in zip(got.iterrows(), want, strict=True):
+        assert (g["symbol"], int(g["ts_us"])) == (w["symbol"], w["ts_us"])
+        assert g["news_count_1h"] == w["news_count_1h"] and g["news_sent_decay_30m"] == w["news_sent_decay_30m"]
+    store.close()
