@@ -28,6 +28,7 @@ from typing import Any
 from flask import Flask
 
 from api import auth, errors, metrics
+from api.feature_groups import GroupInputs
 from api.services import MODEL_REFRESH_SECONDS, Metrics, ModelCache, Services, TtlCache
 from tickcast.config import ConfigError, Settings
 from tickcast.fatal import fatal
@@ -60,6 +61,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     svc = Services(settings, online, registry,
                    ModelCache(registry, cfg.get("model_refresh_seconds", MODEL_REFRESH_SECONDS)), Metrics(),
                    token, answers=TtlCache(settings.api_cache_seconds))
+    svc.groups = GroupInputs(online, settings.feature_cache_seconds)
     registry.on_reject = lambda kind: svc.metrics.rejected.labels(kind).inc()
     app.extensions["tickcast"] = svc
 

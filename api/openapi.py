@@ -105,6 +105,12 @@ OPENAPI: dict[str, Any] = {
                     "symbol": {"type": "string"}, "predicted_price": {"type": "number"},
                     "horizon_seconds": {"type": "integer"}, "as_of": {"type": "string", "format": "date-time"},
                     "feature_age_seconds": {"type": "number"}, "price_at_as_of": {"type": "number"},
+                    "groups": {"type": "object", "description": "each feature group the model used: "
+                               "definition version, as_of (null: no data, e.g. no news) and age",
+                               "additionalProperties": {"type": "object", "properties": {
+                                   "version": {"type": "string"},
+                                   "as_of": {"type": "string", "format": "date-time", "nullable": True},
+                                   "age_seconds": {"type": "number", "nullable": True}}}},
                     "model": {"type": "object", "required": ["name", "version"], "properties": {
                         "name": {"type": "string"}, "version": {"type": "string"},
                         "reason": {"type": "string"}}},

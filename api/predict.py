@@ -28,6 +28,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from api.errors import ApiError
+from api.feature_groups import GroupMismatch
 from api.live import auto_choice, intervals
 from api.services import Services, services
 from tickcast.schema import is_symbol, us_to_iso
@@ -158,6 +159,17 @@ def online_answer(svc: Services, symbol: str, reason: str, board: dict[str, Any]
             "intervals": intervals(board, "online", price)}
 
 
+def group_inputs(svc: Services, pred: Any, symbol: str, ts_us: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """The model's other feature groups at the price row's time (:mod:`api.feature_groups`):
+    (inputs, ``{group: {"version", "as_of", "age_seconds"}}``); 503 on a version mismatch."""
+    if not getattr(pred, "extra_groups", ()):
+        return {}, {}
+    try:
+        return svc.groups.inputs(pred, symbol, ts_us)  # type: ignore[no-any-return]
+    except GroupMismatch as e:
+        raise ApiError(503, "feature_version_mismatch", str(e)) from e
+
+
 def production_answer(svc: Services, symbol: str, f: Features, reason: str,
                       board: dict[str, Any] | None) -> dict[str, Any]:
     """The production model's prediction from the features ``f``; ApiError 503 when the
@@ -170,8 +182,9 @@ def production_answer(svc: Services, symbol: str, f: Features, reason: str,
         raise ApiError(503, "feature_version_mismatch",
                        f"the model was trained on features {pred.feature_set_version} but the online store "
                        f"holds {f.version or 'unknown'}; retrain or restart the pipeline with the same window")
+    extra, groups_info = group_inputs(svc, pred, symbol, f.ts_us)
     try:
-        price, _ = pred.predict_price(f.close, f.values)
+        price, _ = pred.predict_price(f.close, f.values, extra)
     except PredictionError as e:
         raise ApiError(503, "features_not_ready", f"{symbol}: {e}") from e
     except Exception as e:  # a model raising must not become a 500
@@ -182,7 +195,9 @@ def production_answer(svc: Services, symbol: str, f: Features, reason: str,
     return {"symbol": symbol, "predicted_price": price, "horizon_seconds": pred.horizon_seconds,
             "as_of": us_to_iso(f.ts_us), "feature_age_seconds": round(f.age_s, 3), "price_at_as_of": f.close,
             "model": {"name": m.name, "version": m.version, "reason": reason},
-            "intervals": intervals(board, "production", price)}
+            "intervals": intervals(board, "production", price),
+            "groups": {"price": {"version": f.version, "as_of": us_to_iso(f.ts_us), "age_seconds": round(f.age_s, 3)},
+                       **groups_info}}
 
 
 @bp.get("/predict")

@@ -159,6 +159,7 @@ class Services:
     answers: TtlCache = field(default_factory=lambda: TtlCache(0.0))  # /health, /models
     features: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)  # /predict micro-cache
     boards: dict[str, tuple[float, dict[str, Any] | None]] = field(default_factory=dict)  # live scoreboards
+    groups: Any = None  # api.feature_groups.GroupInputs: the other feature groups a model needs
 
     def __getitem__(self, name: str) -> Any:  # app.extensions["tickcast"]["settings"], as before
         return getattr(self, name)

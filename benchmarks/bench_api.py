@@ -9,7 +9,13 @@ JSON). Measures in the same run:
   * throughput: ``wrk -t2 -c16 -d{D}s`` on both -> req/s and the ratio (target >= 0.6),
     and on a third server with the feature micro-cache off (Redis on every request);
   * latency at 200 req/s: ``hey -z {D}s -c 4 -q 50`` on /predict -> p50/p99 (target
-    p99 < 10 ms) and the error count (target 0).
+    p99 < 10 ms) and the error count (target 0);
+  * the news case beside it: ETH/USD's production model needs the ``news`` group too,
+    whose online state holds 180 items (6 h at 30 items/h, the most the group keeps at
+    that rate): /predict reads it and computes the news features at the price row's time
+    on every request (cached for TICKCAST_FEATURE_CACHE_SECONDS like the price row;
+    with the cache off, a second Redis read per request). Same throughput and latency
+    measurements, same servers.
 
     python benchmarks/bench_api.py [--duration 10]
 Needs ``wrk`` and ``hey`` (Debian packages of those names; installed if missing and root).
@@ -88,10 +94,26 @@ def main() -> None:
     vals = {n: 0.001 for n in FEATURE_NAMES}
     vals.update(ema_12=60000.0, ema_26=60000.0, rsi_14=50.0)
     now_us = int(time.time() * 1e6)
-    OnlineStore(redis_url).put_features([FeatureRow("BTC/USD", now_us, 60000.0, vals, "fs1-w10s")])
+    online = OnlineStore(redis_url)
+    online.put_features([FeatureRow("BTC/USD", now_us, 60000.0, vals, "fs1-w10s"),
+                         FeatureRow("ETH/USD", now_us, 60000.0, vals, "fs1-w10s")])
+    # the news case: a model needing price + news, and a full online news group for ETH/USD
+    from tickcast.groups import group
+    from tickcast.news.features import NEWS_FEATURE_NAMES
+    from tickcast.news.sim import simulate_news
+
+    news_inputs = inputs + list(NEWS_FEATURE_NAMES)
+    est_n = Ridge().fit(rng.normal(size=(500, len(news_inputs))), rng.normal(size=500))
+    vn = reg.save("batch-ETH_USD", Predictor("ridge", "sklearn", news_inputs, est_n, "fs1-w10s", 60,
+                                             groups=("price", "news"), group_versions=(("news", "nf1"),)),
+                  {"model": "ridge"})
+    reg.set_alias("production-ETH_USD", "batch-ETH_USD", vn)
+    items = simulate_news(["ETH/USD"], now_us - 6 * 3_600_000_000 + 1, now_us, seed=0, rate_per_hour=30)
+    online.write(group("news"), items)
+    print(f"news case: {len(online.read(group('news'), 'ETH/USD'))} items online for ETH/USD")
     # the live scoreboard the feature flow writes (tickcast.scoreboard.LiveBoard.state's shape): auto -> production
     cand = {"mae": 36.5, "n": 720, "p_value": 0.2, "margin": 0.01, "intervals_bps": {"80": 10.2, "95": 19.7}}
-    OnlineStore(redis_url).put_selections([{
+    online.put_selections([{
         "symbol": "BTC/USD", "ts_us": now_us, "as_of": "", "choice": "production", "name": "ridge", "version": v,
         "reason": "production ridge@" + v + " promoted by the training gate (walk-forward test vs persistence); "
                   "no live record yet", "since": "", "switches": 1, "labels": 5000, "window": 720, "alpha": 0.01,
@@ -109,9 +131,9 @@ def main() -> None:
                            work / "api-nocache.log"))
         d = f"{args.duration}s"
 
-        def rps(port: int) -> tuple[float, str]:
+        def rps(port: int, symbol: str = "BTC/USD") -> tuple[float, str]:
             out = subprocess.run([wrk, "-t2", "-c16", f"-d{d}", "--latency",
-                                  f"http://127.0.0.1:{port}/predict?symbol=BTC/USD"],
+                                  f"http://127.0.0.1:{port}/predict?symbol={symbol}"],
                                  capture_output=True, text=True).stdout
             m = re.search(r"Requests/sec:\s+([\d.]+)", out)
             bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -125,18 +147,29 @@ def main() -> None:
         print(f"            /predict {raw:8.0f} req/s  (non-2xx: {raw_bad}; cache off: Redis on every request)")
         print(f"            minimal  {ref:8.0f} req/s  (constant JSON, same gunicorn settings)")
         print(f"            ratio    {api / ref:.2f}   (target >= 0.6); cache off: {raw / ref:.2f}")
-        out = subprocess.run([hey, "-z", d, "-c", "4", "-q", "50",
-                              f"http://127.0.0.1:{api_port}/predict?symbol=BTC/USD"],
-                             capture_output=True, text=True).stdout
-        p50 = re.search(r"50% in ([\d.]+) secs", out)
-        p99 = re.search(r"99% in ([\d.]+) secs", out)
-        total = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)
-        errors = sum(int(n) for c, n in codes if c != "200")
-        print(f"at ~200 req/s (hey -c 4 -q 50): {float(total.group(1)) if total else 0:.0f} req/s, "
-              f"p50 {float(p50.group(1)) * 1e3 if p50 else float('nan'):.2f} ms, "
-              f"p99 {float(p99.group(1)) * 1e3 if p99 else float('nan'):.2f} ms (target < 10 ms), "
-              f"errors {errors} (responses by status: {codes})")
+        news, news_bad = rps(api_port, "ETH/USD")
+        news_raw, news_raw_bad = rps(raw_port, "ETH/USD")
+        print(f"news case   /predict {news:8.0f} req/s  (non-2xx: {news_bad}; price + news groups, "
+              f"ratio {news / ref:.2f}, vs price-only {news / api:.2f})")
+        print(f"            /predict {news_raw:8.0f} req/s  (non-2xx: {news_raw_bad}; cache off, "
+              f"ratio {news_raw / ref:.2f}, vs price-only cache off {news_raw / raw:.2f})")
+
+        def latency(symbol: str, label: str) -> None:
+            out = subprocess.run([hey, "-z", d, "-c", "4", "-q", "50",
+                                  f"http://127.0.0.1:{api_port}/predict?symbol={symbol}"],
+                                 capture_output=True, text=True).stdout
+            p50 = re.search(r"50% in ([\d.]+) secs", out)
+            p99 = re.search(r"99% in ([\d.]+) secs", out)
+            total = re.search(r"Requests/sec:\s+([\d.]+)", out)
+            codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)
+            errors = sum(int(n) for c, n in codes if c != "200")
+            print(f"{label} at ~200 req/s (hey -c 4 -q 50): {float(total.group(1)) if total else 0:.0f} req/s, "
+                  f"p50 {float(p50.group(1)) * 1e3 if p50 else float('nan'):.2f} ms, "
+                  f"p99 {float(p99.group(1)) * 1e3 if p99 else float('nan'):.2f} ms (target < 10 ms), "
+                  f"errors {errors} (responses by status: {codes})")
+
+        latency("BTC/USD", "price-only")
+        latency("ETH/USD", "price + news")
     finally:
         for p in procs:
             p.terminate()

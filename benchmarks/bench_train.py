@@ -7,7 +7,13 @@ persistence baseline alone.
 Candles are a simulated random walk with a weak order-flow signal; features come from
 the same feature code as the stream.
 
-    python benchmarks/bench_train.py [--days 30] [--trials 12]
+The news case beside it: simulated BTC/USD news (``--news-rate`` items per hour, 30 by
+default) in the ``news`` table; the point-in-time join of the ``news`` group onto the
+BTC/USD label rows is timed against building the dataset, and BTC/USD is trained again
+with the ``news`` group (the ablation refits Lasso and XGBoost with the news inputs, on
+the same folds), timed against the price-only training of the same symbol.
+
+    python benchmarks/bench_train.py [--days 30] [--trials 12] [--news-rate 30]
 """
 
 from __future__ import annotations
@@ -49,12 +55,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--days", type=float, default=30)
     ap.add_argument("--trials", type=int, default=12)
+    ap.add_argument("--news-rate", type=float, default=30.0)
     args = ap.parse_args()
-    from models.dataset import build_dataset, load_features
+    import json
+
+    from models.dataset import build_dataset, join_groups, load_features
     from models.train import TrainConfig, train_symbol
     from tickcast.features import compute_features
+    from tickcast.groups import extra_groups
+    from tickcast.news.sim import simulate_news
     from tickcast.stores.offline import LakeStore
-    from tickcast.stores.tables import features_to_arrow
+    from tickcast.stores.tables import features_to_arrow, rows_to_arrow
 
     n = int(args.days * 86_400 / 10)
     work = Path(tempfile.mkdtemp(prefix="tickcast-trainbench-"))
@@ -64,23 +75,48 @@ def main() -> None:
         t0 = time.perf_counter()
         for sym, seed, price in (("BTC/USD", 1, 60_000.0), ("ETH/USD", 2, 3_000.0)):
             store.insert("features", features_to_arrow(compute_features(candles(sym, n, seed, price), 10)))
-        print(f"prepared {2 * n:,} feature rows in {time.perf_counter() - t0:.1f} s")
+        start = 1_767_225_600_000_000
+        items = simulate_news(["BTC/USD"], start, start + n * 10_000_000, seed=3, rate_per_hour=args.news_rate)
+        store.insert("news", rows_to_arrow("news", [
+            {"id": it.id, "published_at": it.published_at_us, "available_at": it.available_at_us,
+             "source": it.source, "title": it.title, "symbols": ",".join(it.symbols), "sentiment": it.sentiment,
+             "sentiments": json.dumps(dict(zip(it.symbols, it.sentiments, strict=True))), "scorer": it.scorer}
+            for it in items]))
+        print(f"prepared {2 * n:,} feature rows and {len(items):,} news items in {time.perf_counter() - t0:.1f} s")
         t0 = time.perf_counter()
         df = load_features(store, ["BTC/USD"], None, None)
         t_load = time.perf_counter() - t0
         t0 = time.perf_counter()
-        build_dataset(df, 60_000_000, 10_000_000)
+        ds = build_dataset(df, 60_000_000, 10_000_000)
         t_build = time.perf_counter() - t0
         print(f"dataset: read {len(df):,} rows in {t_load:.2f} s, built in {t_build:.2f} s "
               f"({len(df) / (t_load + t_build):,.0f} rows/s end to end)")
-        cfg = TrainConfig(horizon_seconds=60, window_seconds=10, n_trials=args.trials, progress=False)
         t0 = time.perf_counter()
+        _, cols = join_groups(ds, store, "BTC/USD", extra_groups(["news"]), None, None)
+        t_join = time.perf_counter() - t0
+        assert cols, "the news join found no items"
+        print(f"news join: {len(ds):,} label rows in {t_join:.2f} s ({len(ds) / t_join:,.0f} rows/s; "
+              f"{t_join / (t_load + t_build):.2f}x the price dataset's read + build)")
+        cfg = TrainConfig(horizon_seconds=60, window_seconds=10, n_trials=args.trials, progress=False,
+                          groups=("price",))
+        t0 = time.perf_counter()
+        per: dict[str, float] = {}
         for sym in ("BTC/USD", "ETH/USD"):
+            t1 = time.perf_counter()
             rep = train_symbol(store, None, sym, None, None, cfg)
+            per[sym] = time.perf_counter() - t1
             best = min(rep["models"], key=lambda m: m["mae"])
-            print(f"  {sym}: best {best['name']} skill {best['skill_vs_persistence']:+.4f}")
+            print(f"  {sym}: best {best['name']} skill {best['skill_vs_persistence']:+.4f} ({per[sym]:.0f} s)")
         total = time.perf_counter() - t0
         print(f"training 2 symbols x {args.days:g} days at 10-s candles: {total:.0f} s (target < 300 s)")
+        t0 = time.perf_counter()
+        rep = train_symbol(store, None, "BTC/USD", None, None,
+                           TrainConfig(horizon_seconds=60, window_seconds=10, n_trials=args.trials, progress=False,
+                                       groups=("price", "news")))
+        t_news = time.perf_counter() - t0
+        abl = ", ".join(f"{a['model']} p={a['dm_p_value']:.2f}" for a in rep["ablation"] if a["mae_with"] is not None)
+        print(f"news case: BTC/USD with the news group and its ablation: {t_news:.0f} s "
+              f"({t_news / per['BTC/USD']:.2f}x price-only; news unrelated to these prices: {abl})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

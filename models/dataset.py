@@ -8,6 +8,10 @@
   Rows whose label is unknown (the end of the data, gaps) are dropped.
 * Baselines are computed from information at ``t`` only: persistence = close at
   ``t``; mean of the last 10 closes (rows ``t-9 … t``, gaps not bridged).
+* Feature groups (:mod:`tickcast.groups`): the label rows are the ``price`` group's;
+  :func:`join_groups` adds any other group's values at each row's ``t``, computed by
+  the group's :meth:`~tickcast.groups.FeatureGroup.join` from data available at ``t``
+  only (for ``news``: items with ``available_at <= t``), as inputs ``x_<column>``.
 """
 
 from __future__ import annotations
@@ -76,6 +80,27 @@ def build_dataset(features: pd.DataFrame, horizon_us: int, window_us: int) -> pd
     df = df.rename(columns={"close": "price"}).reset_index(drop=True)
     df["y_bps"] = [target_bps(p, q) for p, q in zip(df["price"], df["label_price"], strict=True)]
     return df
+
+
+def join_groups(ds: pd.DataFrame, store: Any, symbol: str, groups: list[Any], since_us: int | None,
+                until_us: int | None) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """``ds`` (one symbol's label rows, from :func:`build_dataset`) with the values of every
+    group of ``groups`` (other than ``price``) at each row's ``ts_us`` as inputs
+    ``x_<column>``. Returns (dataset, {group name: its input columns}); a group with no
+    offline data for the symbol in the span is left out (and out of the mapping)."""
+    out: dict[str, list[str]] = {}
+    for g in groups:
+        if g.name == "price":
+            continue
+        source = g.load(store, symbol, since_us, until_us)
+        if source is None or len(source) == 0:
+            continue
+        vals = g.join(source, ds["ts_us"].to_numpy())
+        cols = [f"x_{c}" for c in g.columns]
+        ds = pd.concat([ds.reset_index(drop=True),
+                        pd.DataFrame(vals.to_numpy(dtype=float), columns=cols)], axis=1)
+        out[g.name] = cols
+    return ds, out
 
 
 def input_columns(df: pd.DataFrame) -> list[str]:

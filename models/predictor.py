@@ -5,9 +5,15 @@ Every servable model — Lasso, XGBoost, a River online model — is wrapped in 
 online store holds them), turns it into inputs with :mod:`tickcast.model_inputs`
 (the same code training used) and returns the predicted price at ``t + horizon``.
 
+A model may need more feature groups than ``price`` (:mod:`tickcast.groups`):
+``groups`` names them and ``group_versions`` pins each one's definition version; the
+caller passes the other groups' values at the price row's time as ``extra`` (their
+columns are model inputs as they are). Snapshots pickled before groups existed load
+with ``groups == ("price",)``.
+
 >>> p = Predictor("persistence", "constant", [], None, "fs1-w10s", 60)
->>> p.predict_price(100.0, {})
-(100.0, 0.0)
+>>> p.predict_price(100.0, {}), p.groups, p.extra_groups
+((100.0, 0.0), ('price',), ())
 """
 
 from __future__ import annotations
@@ -32,6 +38,13 @@ class Predictor:
     feature_set_version: str
     horizon_seconds: int
     params: dict[str, Any] = field(default_factory=dict)
+    groups: tuple[str, ...] = ("price",)  # feature groups the model needs (a class default: old pickles load)
+    group_versions: tuple[tuple[str, str], ...] = ()  # (group, definition version) of each extra group
+
+    @property
+    def extra_groups(self) -> tuple[str, ...]:
+        """The groups besides ``price`` whose values :meth:`predict_price` needs in ``extra``."""
+        return tuple(g for g in self.groups if g != "price")
 
     def _linear_form(self) -> tuple[float, list[float]] | None:
         """(intercept, weights) when the estimator is StandardScaler + a linear model:
@@ -83,12 +96,16 @@ class Predictor:
             raise PredictionError(f"model {self.name} returned a non-finite value")
         return y
 
-    def predict_price(self, close: float, values: dict[str, float]) -> tuple[float, float]:
-        """(predicted price at t + horizon, predicted log-return in bps)."""
+    def predict_price(self, close: float, values: dict[str, float],
+                      extra: dict[str, float] | None = None) -> tuple[float, float]:
+        """(predicted price at t + horizon, predicted log-return in bps). ``extra``: the
+        values of the model's other groups at the price row's time."""
         if self.kind == "constant":
             return close, 0.0
         x = model_inputs(close, values)
         if x is None:
             raise PredictionError("features are not all finite yet (indicators warming up)")
+        if extra:
+            x.update(extra)
         y = self.predict_return_bps(x)
         return price_from_return(close, y), y

@@ -24,6 +24,19 @@ Evaluation protocol (GUIDE §6):
   last fold (trained on the longest span, scored on the last block). Otherwise the
   best candidate is stored as a candidate and the report says, per candidate, why
   not. Same data + same seed => same report.
+
+Feature groups (:mod:`tickcast.groups`): the candidates above use the ``price`` group.
+For every other group with data for the symbol (``news``), :func:`ablation_fits` refits
+each batch model with that group's inputs added, on the same folds, and scores it on
+the same rows: the report's ``ablation`` (CONTRACT §6) gives MAE with and without and a
+one-sided Diebold–Mariano p of "with is better" (Holm-corrected over the ablation
+family as ``dm_p_holm``). The variant (``xgboost+news``) is a candidate of the gate like
+the others, and is promotable only if it **also** beats the same model without the
+group (Holm p < alpha); ``promoted.feature_groups`` names what the model needs. The
+River online model stays price-only: it learns inside the price flow, where joining
+a stream of news arriving from another flow would make its state depend on the two
+flows' relative progress, i.e. on timing, not on data (replays would not be
+deterministic); it is listed in ``ablation`` as not evaluated.
 """
 
 from __future__ import annotations
@@ -33,18 +46,26 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from models.dataset import DatasetError, build_dataset, fingerprint, input_columns, load_features
-from models.evaluation import break_even_cost, diebold_mariano, score, walk_forward_folds
+from models.dataset import (
+    DatasetError,
+    build_dataset,
+    fingerprint,
+    input_columns,
+    join_groups,
+    load_features,
+)
+from models.evaluation import break_even_cost, diebold_mariano, holm, score, walk_forward_folds
 from models.gate import DEFAULT_MIN_SKILL, Candidate, GateConfig, decide, folds_needed
 from models.predictor import Predictor
 from models.registry import batch_model_name, production_alias
+from tickcast.groups import REGISTRY, extra_groups, group
 from tickcast.schema import FeatureRow, us_to_iso
 
 MIN_ROWS = 300
@@ -67,6 +88,8 @@ class TrainConfig:
     min_skill: float = DEFAULT_MIN_SKILL  # minimum pooled skill to promote (TICKCAST_MIN_SKILL)
     online_model: str = "linear"
     progress: bool = True
+    # feature groups to join and ablate (tickcast.groups); those without data are skipped
+    groups: tuple[str, ...] = field(default_factory=lambda: tuple(REGISTRY))
 
 
 def _log(cfg: TrainConfig, msg: str) -> None:
@@ -172,7 +195,7 @@ BATCH_CANDIDATES: dict[str, Callable[..., tuple[Any, dict[str, Any]]]] = {
 }
 
 
-def promotable() -> tuple[str, ...]:
+def gate_family() -> tuple[str, ...]:
     """The gate's candidates (its Holm family): every batch candidate and the online model."""
     return (*BATCH_CANDIDATES, "online")
 
@@ -195,6 +218,57 @@ def run_online(df_all: pd.DataFrame, test_ts: np.ndarray, symbol: str, cfg: Trai
         if out.predictions and row.ts_us in wanted:
             preds[row.ts_us] = out.predictions[0].predicted_price
     return preds, learner
+
+
+def ablation_fits(ds: pd.DataFrame, folds: list[Any], base_cols: list[str], group_cols: dict[str, list[str]],
+                  cfg: TrainConfig, gap: int) -> dict[str, tuple[np.ndarray, tuple[Any, dict[str, Any]], list[str]]]:
+    """Every batch model refitted with each extra group's inputs added, fold by fold
+    exactly like the price-only fits (same rows, same tuning budget, same seed).
+    Returns ``{"<model>+<group>": (predicted prices on the out-of-sample rows of all
+    folds, (last fold's model, params), input columns)}``."""
+    out: dict[str, tuple[np.ndarray, tuple[Any, dict[str, Any]], list[str]]] = {}
+    price = ds["price"].to_numpy()
+    y = ds["y_bps"].to_numpy()
+    n_oos = len(ds) - folds[0].test_start
+    for gname, gcols in group_cols.items():
+        cols = base_cols + gcols
+        X = ds[cols].to_numpy()
+        for model, fit_model in BATCH_CANDIDATES.items():
+            pred = np.empty(n_oos)
+            consts = 0
+            fit: tuple[Any, dict[str, Any]] = (None, {})
+            for k, f in enumerate(folds):
+                fit = fit_model(X[: f.train_end], y[: f.train_end], cfg, gap, f" +{gname} fold {k + 1}/{len(folds)}")
+                sl = slice(f.test_start - folds[0].test_start, f.test_end - folds[0].test_start)
+                pred[sl] = price[f.test_start: f.test_end] * np.exp(fit[0].predict(X[f.test_start: f.test_end]) / 1e4)
+                consts += int(bool(fit[1]["constant"]))
+            out[f"{model}+{gname}"] = (pred, (fit[0], {**fit[1], "constant_in_folds": consts}), cols)
+    return out
+
+
+def ablation(preds: dict[str, np.ndarray], variants: list[str], actual: np.ndarray, h_steps: int,
+             alpha: float, groups: list[str]) -> list[dict[str, Any]]:
+    """The ``ablation`` rows of the report (CONTRACT §6): for each ``<model>+<group>`` in
+    ``variants``, MAE with and without the group on the same rows and the one-sided
+    Diebold–Mariano p of "with is better" (small = the group helps), Holm-adjusted over
+    the family (``dm_p_holm``; ``significant`` = below ``alpha``). The River online model
+    is listed as not evaluated (module docstring)."""
+    rows: list[dict[str, Any]] = []
+    for v in variants:
+        model, _, gname = v.partition("+")
+        e_with, e_without = preds[v] - actual, preds[model] - actual
+        dm = diebold_mariano(e_with, e_without, h_steps)
+        rows.append({"model": model, "groups": ["price", gname], "mae_with": float(np.mean(np.abs(e_with))),
+                     "mae_without": float(np.mean(np.abs(e_without))), "dm_stat": dm["dm_stat"],
+                     "dm_p_value": dm["p_value"]})
+    for r, p in zip(rows, holm([r["dm_p_value"] for r in rows]), strict=True):
+        r["dm_p_holm"] = p
+        r["significant"] = p < alpha
+    for gname in groups:
+        rows.append({"model": "online", "groups": ["price", gname], "mae_with": None, "mae_without": None,
+                     "dm_p_value": None, "note": "not evaluated: the River model learns in the price flow and "
+                     "stays price-only, so replays stay deterministic"})
+    return rows
 
 
 def _span(df: pd.DataFrame) -> dict[str, Any]:
@@ -231,7 +305,8 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
     if folds[0].train_end < MIN_ROWS // 2:
         raise DatasetError(f"{symbol}: the first fold's training span is too short ({folds[0].train_end} rows; "
                            f"need {MIN_ROWS // 2}): use more history, fewer folds or a smaller test fraction")
-    cols = input_columns(ds)
+    cols = input_columns(ds)  # the price group's inputs: the candidates' columns
+    ds, group_cols = join_groups(ds, store, symbol, extra_groups(cfg.groups), since_us, until_us)
     X, y = ds[cols].to_numpy(), ds["y_bps"].to_numpy()
     gap = max(1, h_us // w_us)
     oos = ds.iloc[folds[0].test_start:].reset_index(drop=True)
@@ -250,18 +325,21 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
         price_k = ds["price"].to_numpy()[f.test_start: f.test_end]
         sl = slice(f.test_start - folds[0].test_start, f.test_end - folds[0].test_start)
         _log(cfg, f"  {label.strip()}: train {f.train_end:,} rows, test {f.test_end - f.test_start:,} rows")
-        for name, fit in BATCH_CANDIDATES.items():
-            fitted[name] = fit(Xtr, ytr, cfg, gap, label)
+        for name, fit_candidate in BATCH_CANDIDATES.items():
+            fitted[name] = fit_candidate(Xtr, ytr, cfg, gap, label)
             batch_pred[name][sl] = price_k * np.exp(fitted[name][0].predict(Xte) / 1e4)
         fold_params.append({name: fitted[name][1] for name in BATCH_CANDIDATES})
     last_train = ds.iloc[: folds[-1].train_end]
+    with_groups = ablation_fits(ds, folds, cols, group_cols, cfg, gap) if group_cols else {}
+    for v, (_, fit, _) in with_groups.items():
+        fitted[v] = fit
 
     _log(cfg, f"  river {cfg.online_model} (progressive) …")
     online_preds, learner = run_online(raw, oos["ts_us"].to_numpy(), symbol, cfg)
     # the online model warms up on its own; score every model on the rows it predicted too
     have = np.array([int(t) in online_preds for t in oos["ts_us"]])
     preds: dict[str, np.ndarray] = {"persistence": oos["price"].to_numpy(), "mean_last_10": oos["mean10"].to_numpy(),
-                                    **batch_pred}
+                                    **batch_pred, **{v: w[0] for v, w in with_groups.items()}}
     if not have.all():
         oos = oos[have].reset_index(drop=True)
         preds = {k: v[have] for k, v in preds.items()}
@@ -287,37 +365,55 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
             "params": fold_params[k],
         })
     rows: list[dict[str, Any]] = []
-    family = promotable()
+    family = gate_family()
     for name, pred in preds.items():
         row = _model_row(name, pred, actual, price, h_steps)
         row["folds_better"] = sum(
             1 for fr in fold_reports for r in fr["models"] if r["name"] == name and r["skill_vs_persistence"] > 0)
         if name != "persistence":
             row.update(break_even_cost(pred, actual, price))
-        if name in family:
+        if name in family or name in with_groups:
             row["constant"] = bool(fitted[name][1]["constant"])
             row["constant_in_folds"] = (sum(1 for fp in fold_params if fp[name]["constant"])
-                                        if name in BATCH_CANDIDATES else int(row["constant"]))
+                                        if name in BATCH_CANDIDATES
+                                        else int(fitted[name][1].get("constant_in_folds", row["constant"])))
         rows.append(row)
 
     gate_cfg = GateConfig(alpha=cfg.alpha, min_skill=cfg.min_skill)
-    cands = [r for r in rows if r["name"] in family]
+    abl = ablation(preds, list(with_groups), actual, h_steps, cfg.alpha, list(group_cols)) if group_cols else []
+    cands = [r for r in rows if r["name"] in family or r["name"] in with_groups]
     decisions = decide([Candidate(r["name"], r["dm_p_value"], r["skill_vs_persistence"], r["folds_better"],
                                   len(folds), r["constant"]) for r in cands], gate_cfg)
+    passing = []
     for r, d in zip(cands, decisions, strict=True):
         r["dm_p_holm"] = d.p_holm
-        r["gate"] = {"promotable": d.promotable, "significant": d.significant, "consistent": d.consistent,
-                     "min_skill_ok": d.large_enough, "reason": d.reason}
-    passing = [r for r, d in zip(cands, decisions, strict=True) if d.promotable]
+        promotable, reason = d.promotable, d.reason
+        if r["name"] in with_groups:  # must also beat the same model without the group
+            a = next(a for a in abl if f"{a['model']}+{a['groups'][-1]}" == r["name"])
+            if not a["significant"]:
+                why = (f"does not beat {a['model']} without {a['groups'][-1]} (ablation Holm p = "
+                       f"{a['dm_p_holm']:.3g} >= {cfg.alpha})")
+                reason = ("not promotable: " + why + ("" if promotable else "; " + reason.removeprefix(
+                    "not promotable: ")))
+                promotable = False
+        r["gate"] = {"promotable": promotable, "significant": d.significant, "consistent": d.consistent,
+                     "min_skill_ok": d.large_enough, "reason": reason}
+        if promotable:
+            passing.append(r)
     best = min(passing or cands, key=lambda r: r["mae"])
 
     fp = fingerprint(ds)
     est, params = fitted[best["name"]]
+    base_name, _, extra = best["name"].partition("+")
+    best_groups = ("price", extra) if extra else ("price",)
+    group_versions = {g: group(g).version for g in best_groups}
+    group_versions["price"] = versions[0]
     predictor = Predictor(
-        name=learner.model_name if best["name"] == "online" else best["name"],
+        name=learner.model_name if best["name"] == "online" else base_name,
         kind="river" if best["name"] == "online" else "sklearn",
-        input_names=[c[2:] for c in cols], estimator=est, feature_set_version=versions[0],
-        horizon_seconds=cfg.horizon_seconds, params=params,
+        input_names=[c[2:] for c in (with_groups[best["name"]][2] if extra else cols)], estimator=est,
+        feature_set_version=versions[0], horizon_seconds=cfg.horizon_seconds, params=params,
+        groups=best_groups, group_versions=tuple((g, v) for g, v in group_versions.items() if g != "price"),
     )
     report: dict[str, Any] = {
         "symbol": symbol,
@@ -331,16 +427,20 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
         "embargo_seconds": cfg.horizon_seconds,
         "models": rows,
         "folds": fold_reports,
-        "gate": {"alpha": cfg.alpha, "correction": "holm", "candidates": list(family),
+        "gate": {"alpha": cfg.alpha, "correction": "holm", "candidates": [r["name"] for r in cands],
                  "min_skill": cfg.min_skill, "folds_needed": folds_needed(len(folds)), "n_folds": len(folds)},
         "params": {k: v[1] for k, v in fitted.items()},
         "seed": cfg.seed,
         "data_fingerprint": fp,
+        "feature_groups": {"price": versions[0], **{g: group(g).version for g in group_cols}},
     }
+    if group_cols:
+        report["ablation"] = abl
     meta = {"symbol": symbol, "model": best["name"], "params": params, "metrics": best,
             "train": report["train"], "test": report["test"], "features": predictor.input_names,
             "feature_set_version": versions[0], "horizon_seconds": cfg.horizon_seconds,
-            "data_fingerprint": fp, "seed": cfg.seed, "model_kind": "batch:" + best["name"]}
+            "data_fingerprint": fp, "seed": cfg.seed, "model_kind": "batch:" + best["name"],
+            "feature_groups": group_versions}
     name = batch_model_name(symbol)
     if passing:
         verdict = f"{best['name']} passes the gate: {best['gate']['reason'].removeprefix('promotable: ')}"
@@ -351,10 +451,12 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
         version = registry.save(name, predictor, json_safe(meta))
         if passing:
             registry.set_alias(production_alias(symbol), name, version, verdict)
-            report["promoted"] = {"name": best["name"], "version": version, "reason": verdict}
+            report["promoted"] = {"name": best["name"], "version": version, "reason": verdict,
+                                  "feature_groups": list(best_groups)}
         else:
             report["promoted"] = {"name": None, "version": None, "candidate": version,
-                                  "reason": f"not promoted: {verdict}; stored as candidate {name}@{version}"}
+                                  "reason": f"not promoted: {verdict}; stored as candidate {name}@{version}",
+                                  "feature_groups": list(best_groups)}
     else:
         report["promoted"] = {"name": None, "version": None, "reason": f"no registry configured; {verdict}"}
     _log(cfg, f"  done in {time.perf_counter() - t0:.1f} s")
@@ -392,6 +494,12 @@ def format_table(report: dict[str, Any]) -> str:
     for r in report["models"]:
         if "gate" in r:
             lines.append(f"  {r['name']}: {r['gate']['reason']}")
+    for a in report.get("ablation", []):
+        if a["mae_with"] is None:
+            lines.append(f"  ablation {a['model']} +{a['groups'][-1]}: {a['note']}")
+        else:
+            lines.append(f"  ablation {a['model']} +{a['groups'][-1]}: MAE {a['mae_with']:.4f} with, "
+                         f"{a['mae_without']:.4f} without, DM p {a['dm_p_value']:.3g} (Holm {a['dm_p_holm']:.3g})")
     lines.append(f"→ {report['promoted']['reason']}")
     return "\n".join(lines)
 

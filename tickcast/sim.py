@@ -23,6 +23,12 @@ vectorised with numpy, and the symbols are merged in event-time order.
   decayed with ``flow_tau_s``, in ``[-1, 1]``): a planted, learnable dependence of
   the next minute's return on the last minute's imbalance. The drift between two
   trades uses only the imbalance of trades before it (causal).
+* **Exogenous drift (optional).** ``drift(symbol, t_us) -> bps per second`` (vectorised
+  over an array of times) adds a drift to the mid between two trades, evaluated at the
+  earlier trade's time (causal). :func:`tickcast.news.sim.planted_drift` uses it to make
+  prices move with news sentiment. It is not part of :meth:`MarketSimulator.state`
+  (pass it again after :meth:`MarketSimulator.from_state`); without it (the default)
+  the output is exactly what it was before the hook existed.
 * **Prices.** Taker buys print at the ask, taker sells at the bid, on the symbol's
   tick grid (bid-ask bounce). With ``spread_bps == 0`` a trade prints at the mid
   rounded to the nearest tick.
@@ -55,7 +61,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -225,6 +231,7 @@ class _Stream:
         _, self.dec = _price_and_decimals(symbol)
         self.tick = 10.0**-self.dec
         self.st = st
+        self.drift: Callable[[str, np.ndarray], np.ndarray] | None = None
         self.cols: list[np.ndarray] = [np.empty(0, np.int64), np.empty(0), np.empty(0),
                                        np.empty(0, np.int8), np.empty(0, np.int8)]
         self.first_id = st.next_id  # trade_id of cols[...][0]
@@ -289,6 +296,8 @@ class _Stream:
         step = p.vol_bps_per_sqrt_s * 1e-4 * np.sqrt(dts) * rng.standard_normal(n)
         if p.flow_impact:
             step += p.flow_impact * 1e-4 * ofi_before * dts
+        if self.drift is not None:
+            step += np.asarray(self.drift(self.symbol, ts - dt_us), dtype=float) * 1e-4 * dts
         log_mid = st.log_mid + np.cumsum(step)
         mid = np.exp(log_mid)
 
@@ -359,7 +368,8 @@ class MarketSimulator:
     simulator is small however many trades it has buffered."""
 
     def __init__(self, symbols: Sequence[str], seed: int, start_us: int = DEFAULT_START_US,
-                 params: SimParams = SimParams()) -> None:
+                 params: SimParams = SimParams(),
+                 drift: Callable[[str, np.ndarray], np.ndarray] | None = None) -> None:
         symbols = list(symbols)
         if not symbols or len(set(symbols)) != len(symbols) or not all(
                 isinstance(s, str) and s for s in symbols):
@@ -373,6 +383,12 @@ class MarketSimulator:
         self.start_us = start_us
         self.params = params
         self._streams = [_Stream(s, params, self._initial(s)) for s in symbols]
+        self.set_drift(drift)
+
+    def set_drift(self, drift: Callable[[str, np.ndarray], np.ndarray] | None) -> None:
+        """Set (or clear, with None) the exogenous drift for trades generated from now on."""
+        for s in self._streams:
+            s.drift = drift
 
     def _initial(self, symbol: str) -> _SymState:
         ss = np.random.SeedSequence([self.seed, _symbol_hash(symbol)])

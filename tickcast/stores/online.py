@@ -1,8 +1,18 @@
 """The online store: the newest feature row and prediction per symbol, in Redis/Valkey.
 
-Layout: hash ``tickcast:features:<symbol>`` with fields ``ts_us``, ``close``,
-``feature_set_version`` and one per feature; hash ``tickcast:prediction:<symbol>``
-with ``ts_us`` and the prediction's fields.
+Generic over feature groups (:mod:`tickcast.groups`): :meth:`OnlineStore.write`
+``(group, rows)`` and :meth:`OnlineStore.read` ``(group, symbol)``, in the group's
+layout:
+
+* ``"latest"`` (``price``): hash ``tickcast:features:<symbol>`` (``tickcast:group:<name>:<symbol>``
+  for other groups) with fields ``ts_us`` and the group's fields (``close``,
+  ``feature_set_version``, one per feature for ``price``); compare-and-set below.
+* ``"recent"`` (``news``): hash ``tickcast:group:<name>:<symbol>`` of members
+  ``id -> "<ts_us> <value>"``; a write adds members (a repeated id replaces itself:
+  idempotent) and deletes those older than the group's ``keep_us`` before the newest
+  member, in one script; the key's TTL is at least ``keep_us``.
+
+Hash ``tickcast:prediction:<symbol>`` holds ``ts_us`` and the newest prediction's fields.
 
 Contracts:
 
@@ -20,7 +30,6 @@ Contracts:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +37,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tickcast.groups import PRICE
+from tickcast.groups import fmt_value as _fmt
 from tickcast.schema import FeatureRow, Prediction
 from tickcast.stores.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from tickcast.config import Settings
+    from tickcast.groups import FeatureGroup
 
 __all__ = ["FEATURES_KEY", "PREDICTION_KEY", "SELECTION_KEY", "OnlineStore", "StoreUnavailable", "open_online"]
 
@@ -50,13 +62,30 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """
 
+# KEYS[1] = hash; ARGV[1] = ttl seconds, ARGV[2] = keep_us, ARGV[3..] = id, ts_us, value, ...
+_RECENT = """
+for i = 3, #ARGV, 3 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1] .. ' ' .. ARGV[i + 2])
+end
+local all = redis.call('HGETALL', KEYS[1])
+local newest = nil
+for i = 2, #all, 2 do
+  local t = tonumber(string.match(all[i], '^(%S+)'))
+  if newest == nil or t > newest then newest = t end
+end
+local gone = 0
+for i = 2, #all, 2 do
+  local t = tonumber(string.match(all[i], '^(%S+)'))
+  if t <= newest - tonumber(ARGV[2]) then
+    redis.call('HDEL', KEYS[1], all[i - 1])
+    gone = gone + 1
+  end
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return gone
+"""
+
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else str(v)  # 'nan', 'inf' parse back with float()
-    return str(v)
 
 
 class OnlineStore:
@@ -70,6 +99,7 @@ class OnlineStore:
             retry=Retry(NoBackoff(), 1),  # one immediate retry: survives a server restart, bounded
         )
         self._cas = self._r.register_script(_CAS)
+        self._recent = self._r.register_script(_RECENT)
         self._on_close: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
@@ -93,39 +123,49 @@ class OnlineStore:
             return sum(int(x) for x in pipe.execute()) if n else 0
         return int(self._call(go))
 
-    def put_features(self, rows: Iterable[FeatureRow]) -> int:
-        """Store the newest of ``rows`` per symbol, unless the store holds a newer row.
-        Returns the number of symbols written."""
-        newest: dict[str, FeatureRow] = {}
-        for r in rows:
-            cur = newest.get(r.symbol)
-            if cur is None or r.ts_us >= cur.ts_us:
-                newest[r.symbol] = r
+    @staticmethod
+    def _key(group: FeatureGroup) -> str:
+        return FEATURES_KEY if group.name == "price" else f"tickcast:group:{group.name}:"
 
-        def fields(r: FeatureRow) -> list[Any]:
-            out: list[Any] = ["close", _fmt(r.close), "feature_set_version", r.feature_set_version]
-            for k, v in r.values.items():
-                out += [k, _fmt(v)]
-            return out
+    def write(self, group: FeatureGroup, rows: Iterable[Any]) -> int:
+        """Store ``rows`` of ``group`` in its layout (module docstring). Returns the number
+        of symbols written ("latest": newer than what was stored; "recent": touched)."""
+        entries = group.online_entries(rows)
+        prefix = self._key(group)
+        if group.online_layout == "latest":
+            return self._put(prefix, ((sym, ts, fields) for sym, ts, _, fields in entries))
+        if group.online_layout != "recent":
+            raise ValueError(f"group {group.name}: unknown online layout {group.online_layout!r}")
+        per_symbol: dict[str, list[Any]] = {}
+        for sym, ts, member, fields in entries:
+            per_symbol.setdefault(sym, []).extend([member, int(ts), *fields[:1]])
+        ttl = max(self.ttl, -(-int(group.keep_us) // 1_000_000))
 
-        return self._put(FEATURES_KEY, ((r.symbol, r.ts_us, fields(r)) for r in newest.values()))
+        def go() -> int:
+            pipe = self._r.pipeline(transaction=False)
+            for sym, args in per_symbol.items():
+                self._recent(keys=[prefix + sym], args=[ttl, int(group.keep_us), *args], client=pipe)
+            pipe.execute()
+            return len(per_symbol)
+        return int(self._call(go)) if per_symbol else 0
 
-    def get_features(self, symbol: str) -> dict[str, Any] | None:
-        """``{"ts_us": int, "close": float, "feature_set_version": str, <feature>: float, …}``
-        or None if the symbol has no (unexpired) row."""
-        h = self._call(lambda: self._r.hgetall(FEATURES_KEY + symbol))
+    def read(self, group: FeatureGroup, symbol: str) -> Any:
+        """The group's online state of ``symbol`` (:meth:`FeatureGroup.parse_online`);
+        None if nothing is stored (or it expired)."""
+        h = self._call(lambda: self._r.hgetall(self._key(group) + symbol))
         if not h:
             return None
-        out: dict[str, Any] = {}
-        for k, v in h.items():
-            key, val = k.decode(), v.decode()
-            if key == "feature_set_version":
-                out[key] = val
-            elif key == "ts_us":
-                out[key] = int(val)
-            else:
-                out[key] = float(val)
-        return out
+        return group.parse_online({k.decode(): v.decode() for k, v in h.items()})
+
+    def put_features(self, rows: Iterable[FeatureRow]) -> int:
+        """``write(price, rows)``: the newest of ``rows`` per symbol, unless the store holds
+        a newer row. Returns the number of symbols written."""
+        return self.write(PRICE, rows)
+
+    def get_features(self, symbol: str) -> dict[str, Any] | None:
+        """``read(price, symbol)``: ``{"ts_us": int, "close": float, "feature_set_version": str,
+        <feature>: float, …}`` or None if the symbol has no (unexpired) row."""
+        return self.read(PRICE, symbol)  # type: ignore[no-any-return]
 
     def put_prediction(self, symbol: str, prediction: Mapping[str, Any]) -> bool:
         """Store a prediction (must hold ``ts_us``, the event time of its features)

@@ -17,6 +17,7 @@ table                 days       why
 ``features``          forever    the training set
 ``training_runs``     forever    one row per run: the audit trail of promotions
 ``news``              forever    scored headlines: the news group's training history
+``news_features``     forever    news features at each item's time (dashboards)
 ``predictions``       90         online predictions: recent accuracy is what matters
 ``model_metrics``     90         three rows per matured label: the largest table
 ``drift_events``      365        rare; kept a year for post-mortems
@@ -48,7 +49,7 @@ from tickcast.stores.tables import TABLES
 
 ENV = "TICKCAST_RETENTION_DAYS"
 DEFAULT_DAYS: dict[str, int] = {
-    "candles": 0, "features": 0, "training_runs": 0, "news": 0,
+    "candles": 0, "features": 0, "training_runs": 0, "news": 0, "news_features": 0,
     "predictions": 90, "model_metrics": 90, "drift_events": 365, "ingest_stats": 90, "dead_letters": 30,
 }
 assert set(DEFAULT_DAYS) == set(TABLES), "every table needs a documented retention default"

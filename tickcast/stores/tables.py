@@ -163,6 +163,22 @@ TABLES: dict[str, Table] = {t.name: t for t in (
 )}
 
 
+def _group_tables() -> None:
+    """The offline table of every registered feature group that is not declared above
+    (:mod:`tickcast.groups`): key ``(symbol, ts)``, one Float64 per column, the group's
+    ``feature_set_version`` (CONTRACT §8 for ``news_features``)."""
+    from tickcast.groups import all_groups
+
+    for g in all_groups():
+        if g.table not in TABLES:
+            TABLES[g.table] = _table(g.table, [("symbol", "String"), ("ts", TS)]
+                                     + [(c, "Float64") for c in g.columns] + [("feature_set_version", "String")],
+                                     ("symbol", "ts"))
+
+
+_group_tables()
+
+
 def table_def(name: str) -> Table:
     try:
         return TABLES[name]
