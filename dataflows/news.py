@@ -93,6 +93,7 @@ class _RSSPartition(StatefulSourcePartition[NewsChunk, dict[str, tuple[str, str]
         for chunk, url, state in self._p.poll():
             out.append(chunk)
             self._committed[url] = state  # emitted: its conditional state may be recovered
+            self._p.etags[url] = state  # and the next request is conditional on it
         return out
 
     def next_awake(self) -> datetime:

@@ -24,6 +24,7 @@ from tickcast.news.symbols import SymbolMapper
 from tickcast.schema import MAX_RAW_CHARS, DeadLetter
 
 MAX_DEAD_PER_CHUNK = 100
+MAX_LINE_BYTES = 1 << 20  # as dataflows.sources.MAX_MESSAGE_BYTES: a news item is a few kB at most
 
 
 @dataclass
@@ -57,6 +58,11 @@ class NewsProcessor:
         symbols: list[tuple[str, ...]] = []
         for pos, raw in chunk.lines:
             self.stats.lines += 1
+            if len(raw) > MAX_LINE_BYTES:
+                dead.append(DeadLetter(received, chunk.source, bytes(raw[:4096]).decode(errors="replace"),
+                                       f"line longer than {MAX_LINE_BYTES:,} bytes (not parsed; first 4 kB kept)",
+                                       pos))
+                continue
             c = parse_line(raw, delay_us=self.delay_us, received_us=received if chunk.live else None,
                            default_source=chunk.source.split(":", 1)[0], max_ahead_us=self.max_ahead_us,
                            now_us=received)

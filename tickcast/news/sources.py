@@ -74,6 +74,7 @@ def now_us() -> int:
 
 
 _TAG = re.compile(r"<[^>]*>")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S")
 
 
 def plain_text(s: str) -> str:
@@ -236,8 +237,9 @@ def parse_feed(body: bytes, url: str, received_us: int, headers: dict[str, str] 
             dead.append(DeadLetter(received_us, name, orjson.dumps(raw, default=str).decode()[:RAW_KEEP],
                                    "feed entry has no parseable published/updated date", pos))
             continue
-        # a guid that is a URL is global; anything else (e.g. "123") only means something in its feed
-        iid = guid if "://" in guid else f"{host}#{guid}"
+        # a guid that is a URI (http://…, urn:…, tag:…) is global; anything else (e.g. "123")
+        # only means something in its feed
+        iid = guid if _URI.match(guid) else f"{host}#{guid}"
         lines.append((pos, candidate_json(iid, published, title, plain_text(str(e.get("summary") or ""))[:4000],
                                           feed_title, str(e.get("link") or ""))))
     return NewsChunk(name, lines, dead, [], True)
