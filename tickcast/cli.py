@@ -349,6 +349,11 @@ def cmd_up(args: argparse.Namespace) -> int:
                                recovery("features-via-kafka", s.source), *snap], TICKCAST_SOURCE="kafka")
         else:
             spawn("features", [*flow, "dataflows.features", "-r", recovery("features", s.source), *snap])
+        # the news flow beside the price flow (README, News); one recovery dir per news source spec
+        news = s.news_source_resolved
+        if news != "off":
+            spawn("news", [*flow, "dataflows.news", "-r", recovery("news", news if news in ("sim",) else
+                                                                     "replay:" + news), *snap])
         port = s.api_port or _free_port()
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         spawn("api", [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
@@ -376,6 +381,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("tickcast up")
         print(f"  API         {url}/predict?symbol={s.symbols[0]}   (/dashboard, /health, /metrics, /models)")
         print(f"  source      {path}")
+        print(f"  news        {news if len(news) < 90 else news[:87] + '...'}   (log: {logs / 'news.log'})")
         print(f"  symbols     {','.join(s.symbols)}")
         print(f"  data dir    {data_dir}")
         print(f"  offline     {s.offline_url}   (tickcast sql \"SELECT ...\")")
@@ -407,7 +413,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             _stop(trainer, signal.SIGTERM, 10)
         if "api" in children:
             _stop(children["api"], signal.SIGTERM, 15)
-        for name in ("ingest", "features"):  # sources first, so the flows see no half-sent data
+        for name in ("news", "ingest", "features"):  # sources first, so the flows see no half-sent data
             if name in children:
                 _stop(children[name], signal.SIGINT, 30)
         if broker is not None:

