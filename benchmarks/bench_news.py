@@ -28,7 +28,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import REPO, timed_cpu  # noqa: E402
+from benchmarks.common import timed_cpu  # noqa: E402
 
 
 def make_file(path: Path, n: int, codes: bool, seed: int = 7) -> None:
