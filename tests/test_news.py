@@ -279,3 +279,67 @@ def test_llm_scorer_structured_output_cache_and_fallback() -> None:
         assert dead.score([c], [("BTC/USD",)]) == lex.score([c], [("BTC/USD",)]) and dead.fallbacks == 1
     finally:
         fake.close()
+
+
+def test_sim_source_emits_the_simulators_items_once(tmp_path: Path) -> None:
+    """The `sim` news source drives tickcast.news.sim.simulate_news (the feature-group
+    side's simulator) from where it left off; a resumed partition re-creates nothing."""
+    pytest.importorskip("tickcast.news.sim", reason="tickcast.news.sim (simulate_news) is written on the "
+                        "feature-group branch (issue 11b) and wired in at merge")
+    import dataflows.news as nf
+    from tickcast.news.process import NewsProcessor
+    from tickcast.news.scoring import make_scorer
+
+    s = Settings.from_env({"TICKCAST_SYMBOLS": "BTC/USD,ETH/USD", "TICKCAST_NEWS_SOURCE": "sim"})
+    start = (time.time_ns() // 1000 // 1_000_000 - 6 * 3600) * 1_000_000
+    part = nf.NewsSimSource(s).build_part("news", "sim", start)
+    chunks = part.next_batch()
+    end = part.snapshot()
+    assert end > start
+    proc = NewsProcessor(SymbolMapper(s.symbols), make_scorer("lexicon"), 0)
+    items = [it for c in chunks for it in proc.on_chunk(c)[0]]
+    assert items, "six hours of simulated news produced no item"
+    assert len({it.id for it in items}) == len(items)
+    assert all(set(it.symbols) <= set(s.symbols) and start <= it.published_at_us < end for it in items)
+    again = nf.NewsSimSource(s).build_part("news", "sim", end).next_batch()  # resumed: nothing before `end`
+    assert all(it.published_at_us >= end for c in again for it in c.items)
+
+
+def test_replay_killed_mid_run_then_recovered_equals_a_clean_run(tmp_path: Path) -> None:
+    """kill -9 of the news flow mid-replay, then a restart on its recovery directory: the
+    `news` table equals what the processor computes from the file in one pass (every
+    item once, the first version of each edited id, the same scores)."""
+    import signal
+
+    from benchmarks.bench_news import make_file
+    from tickcast.news.process import NewsProcessor
+    from tickcast.news.scoring import make_scorer
+    from tickcast.news.sources import NewsChunk
+
+    replay = tmp_path / "news.jsonl"
+    make_file(replay, 12_000, codes=False)  # 5 % repeated ids, each with another title
+    symbols = ("BTC/USD", "ETH/USD", "SOL/USD")
+    proc = NewsProcessor(SymbolMapper(symbols), make_scorer("lexicon"), 60_000_000)
+    lines = [(str(i), b) for i, b in enumerate(replay.read_bytes().splitlines())]
+    expected = {(it.id, it.title, round(it.sentiment, 9))
+                for it in proc.on_chunk(NewsChunk("replay:x", lines, [], [], False))[0]}
+    lake, rec = tmp_path / "offline", tmp_path / "rec"
+    rec.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(rec), "1"], check=True)
+    env = news_env(lake, f"replay:{replay}")
+    args = ["-r", str(rec), "-s", "1", "-b", "0"]
+    p = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.news", *args], env=env, cwd=REPO,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None and not list((lake / "news").glob("*.parquet")):
+        time.sleep(0.02)
+    assert p.poll() is None, f"the flow ended before it could be killed: {p.stderr.read().decode()[-2000:]}"  # type: ignore[union-attr]
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    partial = rows(lake, "SELECT count() FROM news")[0][0]
+    assert 0 < partial < len(expected), "the kill must land mid-run"
+    r = run_news(env, *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = {(i, t, round(s, 9)) for i, t, s in rows(lake, "SELECT id, title, sentiment FROM news")}
+    assert got == expected
+    assert rows(lake, "SELECT count() FROM news") == [(len(expected),)]
