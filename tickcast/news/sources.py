@@ -15,8 +15,10 @@ Politeness and failure (both pollers):
   (``If-None-Match``/``If-Modified-Since`` from the last ``ETag``/``Last-Modified``), so
   an unchanged feed costs a ``304`` and no parsing;
 * a feed that times out, refuses, or answers an HTTP error logs one warning line
-  and is retried at its next poll; the other feeds go on. Malformed XML/JSON with
-  nothing usable is one dead letter (reason + the first 4 kB).
+  (once, until it answers again) and is retried at its next poll; the other feeds go
+  on; a round in which no feed answered (no network) logs one line saying so. Malformed
+  XML/JSON with nothing usable is one dead letter (reason + the first 4 kB), the same
+  body polled again the same dead letter (position = a hash of the body).
 
 The conditional-request state (``etags``) is returned with each chunk and becomes
 recovery state only once the chunk was emitted (``dataflows/news.py``), so a crash
@@ -129,6 +131,14 @@ def fetch(client: Any, url: str, headers: dict[str, str], params: dict[str, str]
         return FetchResult(0, b"", {}, f"{type(e).__name__}: {str(e)[:200]}")
 
 
+def body_id(body: bytes) -> str:
+    """A short hash of a response body: the same malformed answer polled again is the
+    same dead letter (its id covers source, position, reason and raw), not one per poll."""
+    import hashlib
+
+    return hashlib.blake2b(body, digest_size=8).hexdigest()
+
+
 def _redact(text: str, secret: str) -> str:
     return text.replace(secret, "***") if secret else text
 
@@ -145,6 +155,8 @@ class FeedPoller:
     _next: dict[str, float] = field(default_factory=dict)
     _client: Any = None
     warnings: int = 0
+    _failing: set[str] = field(default_factory=set)  # feeds whose last fetch failed (warned once)
+    _all_down_said: bool = False
 
     def due(self, mono: float) -> list[str]:
         return [u for u in self.urls if self._next.get(u, 0.0) <= mono]
@@ -163,7 +175,15 @@ class FeedPoller:
         for u in due:
             self._next[u] = mono + self.poll_s
         with ThreadPoolExecutor(max_workers=min(8, len(due))) as ex:
-            return [r for r in ex.map(self._one, due) if r is not None]
+            out = [r for r in ex.map(self._one, due) if r is not None]
+        if self._failing >= set(self.urls):
+            if not self._all_down_said:
+                self._all_down_said = True
+                log.warning("news: none of the %d feeds answered (no network?); retrying every %.0f s — "
+                            "TICKCAST_NEWS_SOURCE=off or sim runs without them", len(self.urls), self.poll_s)
+        else:
+            self._all_down_said = False
+        return out
 
     def _one(self, url: str) -> tuple[NewsChunk, str, tuple[str, str]] | None:
         etag, modified = self.etags.get(url, ("", ""))
@@ -176,15 +196,22 @@ class FeedPoller:
         res = fetch(self._client, url, headers)
         name = f"rss:{url}"
         if res.status == 304:
+            self._failing.discard(url)
             return None
         if res.error and not res.too_large:
             self.warnings += 1
-            log.warning("news: feed %s: %s; retried in %.0f s, the other feeds go on", url, res.error, self.poll_s)
+            if url not in self._failing:  # once until it answers again
+                self._failing.add(url)
+                log.warning("news: feed %s: %s; retried every %.0f s, the other feeds go on", url, res.error,
+                            self.poll_s)
             return None
+        if url in self._failing:
+            self._failing.discard(url)
+            log.warning("news: feed %s answers again", url)
         state = (res.headers.get("etag", ""), res.headers.get("last-modified", ""))
         if res.too_large:
             return NewsChunk(name, [], [DeadLetter(received, name, res.body.decode(errors="replace"), res.error,
-                                                   f"{url}@{received}")], [], True), url, (etag, modified)
+                                                   f"{url}@{body_id(res.body)}")], [], True), url, (etag, modified)
         return parse_feed(res.body, url, received, res.headers), url, state
 
     def close(self) -> None:
@@ -218,7 +245,7 @@ def parse_feed(body: bytes, url: str, received_us: int, headers: dict[str, str] 
         why = d.get("bozo_exception")
         dead.append(DeadLetter(received_us, name, body[:RAW_KEEP].decode(errors="replace"),
                                f"malformed feed, no entries: {type(why).__name__}: {str(why)[:200]}",
-                               f"{url}@{received_us}"))
+                               f"{url}@{body_id(body)}"))
         log.warning("news: feed %s is malformed (%s); one dead letter, the other feeds go on", url, why)
         return NewsChunk(name, [], dead, [], True)
     host = _host(url)
@@ -289,10 +316,11 @@ class CryptoPanicPoller:
                 log.warning("news: cryptopanic page %d: %s; retried in %.0f s", page + 1,
                             _redact(res.error, self.token), self.poll_s)
                 break
-            chunk, nxt, page_ids = parse_cryptopanic(res.body, received, f"page{page + 1}@{received}")
+            chunk, nxt, page_ids = parse_cryptopanic(res.body, received, f"page{page + 1}@{body_id(res.body)}")
             if res.too_large:
                 chunk = NewsChunk(name, [], [DeadLetter(received, name, res.body.decode(errors="replace"),
-                                                        res.error, f"page{page + 1}@{received}")], [], True)
+                                                        res.error, f"page{page + 1}@{body_id(res.body)}")], [],
+                                  True)
             chunks.append(chunk)
             ids |= page_ids
             if page_ids and page_ids <= self._last_ids:
