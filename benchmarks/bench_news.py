@@ -79,14 +79,16 @@ def main() -> int:
     n = a.items
     print(f"news flow, {n:,} items (5 % repeated ids), whole processes, best of {a.repeat}; shared machine: "
           "the ratios are what count")
-    print("| case | wall s | CPU s | items/s (wall) | items/s net of start-up (wall) |")
-    print("|---|---|---|---|---|")
+    print("| case | wall s | CPU s | items/s (wall) | items/s (CPU) | net of start-up (wall) |")
+    print("|---|---|---|---|---|---|")
     for name, (w, c) in (("full, symbols from text (default)", full), ("full, currencies given", codes),
                          ("parse only (reference)", ref), ("start-up (10 items)", startup)):
-        net = n / max(w - startup[0], 1e-9) if name.startswith("full") else float("nan")
-        print(f"| {name} | {w:.2f} | {c:.2f} | {n / w:,.0f} | {net:,.0f} |")
-    print(f"full / parse-only throughput (wall): {ref[0] / full[0]:.2f}x; target: full >= 2,000 items/s "
-          f"whole process -> {'met' if n / full[0] >= 2000 else 'NOT met'} ({n / full[0]:,.0f}/s)")
+        net = f"{n / max(w - startup[0], 1e-9):,.0f}" if name.startswith("full") else "-"
+        print(f"| {name} | {w:.2f} | {c:.2f} | {n / w:,.0f} | {n / c:,.0f} | {net} |")
+    print(f"full / parse-only throughput: {ref[0] / full[0]:.2f}x (wall), {ref[1] / full[1]:.2f}x (CPU); target: "
+          f"full >= 2,000 items/s whole process -> wall {n / full[0]:,.0f}/s "
+          f"({'met' if n / full[0] >= 2000 else 'NOT met'}), CPU {n / full[1]:,.0f}/s "
+          f"({'met' if n / full[1] >= 2000 else 'NOT met'}); on a shared machine the wall clock measures the neighbours")
     return 0
 
 
