@@ -51,8 +51,8 @@ HELDOUT = DATA / "heldout_headlines.csv"
 
 # Market-move and crypto-event words VADER's general-purpose lexicon lacks (or, for
 # "exploit", reads mildly: in crypto news it is an attack). Valences on VADER's -4..4
-# scale, set from their meaning before they were measured; whether they help is measured
-# on headlines written after the list (tickcast/news/data/heldout_headlines.csv; README).
+# scale, set from their meaning; whether they help is measured on headlines used neither
+# to pick them nor the weight, written before the list (data/heldout_headlines.csv; README).
 CRYPTO_TERMS: dict[str, float] = {
     **dict.fromkeys(("surge", "surges", "surged", "surging"), 2.0),
     **dict.fromkeys(("soar", "soars", "soared", "soaring"), 2.2),
@@ -249,7 +249,7 @@ def evaluate(rows: Sequence[tuple[str, int]], folds: int = 5, seed: int = 0, cry
 def heldout(labelled: Sequence[tuple[str, int]], held: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
     """For plain VADER and VADER + CRYPTO_TERMS: the weight with the best Spearman rho on
     ``labelled``, then accuracy and rho of LM, VADER and that blend on ``held`` (headlines
-    written after the weights and CRYPTO_TERMS were fixed)."""
+    used neither to pick the weight nor CRYPTO_TERMS)."""
     out = []
     for crypto in (False, True):
         w = max(evaluate(labelled, crypto=crypto)["table"], key=lambda r: r["spearman"])["lm_weight"]
@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"5-fold CV of the choice (weight by best rho on 4/5, scored on 1/5): accuracy {r['cv_accuracy']:.3f}, "
               f"Spearman {r['cv_spearman']:.3f}; weights chosen per fold: {r['cv_chosen_weights']}")
     held = load_labelled(a.heldout)
-    print(f"\nheld-out: {len(held)} headlines written after the weights and CRYPTO_TERMS were fixed")
+    print(f"\nheld-out: {len(held)} headlines used neither to pick the weights nor CRYPTO_TERMS")
     print("| VADER lexicon | scorer | accuracy | Spearman rho |")
     print("|---|---|---|---|")
     for row in heldout(rows, held):
