@@ -57,6 +57,7 @@ bench: $(STAMP) ## run the benchmarks (prints figures and ratios against same-ru
 	$(BIN)/python benchmarks/bench_selection.py
 	$(BIN)/python benchmarks/bench_api.py
 	$(BIN)/python benchmarks/bench_registry.py
+	$(BIN)/python benchmarks/bench_news.py
 
 clean: ## remove .venv and local data
 	rm -rf $(VENV) data .pytest_cache

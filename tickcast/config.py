@@ -136,6 +136,22 @@ class Settings:
     min_skill: float = 0.002
     # prediction-interval levels served by /predict and stored in predictions (pi1_*, pi2_*)
     interval_levels: tuple[float, ...] = (0.8, 0.95)
+    # -- news pipeline (dataflows/news.py; README, News) --------------------------
+    # "" = follow TICKCAST_SOURCE: sim -> the news simulator, replay:<file> -> off,
+    # kraken/kafka -> rss: with tickcast.news.sources.DEFAULT_FEEDS
+    news_source: str = ""
+    news_scorer: str = "lexicon"  # tickcast.news.scoring.SCORERS
+    # replays/backfills: an item is available at published_at + this. 300 s = the
+    # default poll interval, the worst receive lag of the live pipeline (before the
+    # feed's own lag): a backtest never uses an item earlier than live could have.
+    news_delay_seconds: float = 300.0
+    news_poll_seconds: float = 300.0  # each feed polled this often (polite: most update every few minutes)
+    news_timeout_seconds: float = 10.0  # per HTTP request of a news source or the LLM scorer
+    cryptopanic_token: str = field(default="", repr=False)
+    cryptopanic_url: str = "https://cryptopanic.com/api/developer/v2/posts/"
+    llm_url: str = ""  # OpenAI-compatible base URL (…/v1) of the llm scorer
+    llm_key: str = field(default="", repr=False)
+    llm_model: str = ""
 
     # -- derived ----------------------------------------------------------------
     @property
@@ -153,6 +169,19 @@ class Settings:
     @property
     def model_store_url(self) -> str:
         return self.model_store or f"file://{self.data_dir.resolve() / 'models'}"
+
+    @property
+    def news_source_resolved(self) -> str:
+        """TICKCAST_NEWS_SOURCE, or what it follows from TICKCAST_SOURCE when empty."""
+        if self.news_source:
+            return self.news_source
+        if self.source == "sim":
+            return "sim"
+        if self.source.startswith("replay:"):
+            return "off"
+        from tickcast.news.sources import DEFAULT_FEEDS
+
+        return "rss:" + ",".join(DEFAULT_FEEDS)
 
     @property
     def replay_path(self) -> Path | None:
@@ -270,8 +299,39 @@ class Settings:
                 interval_levels = ()
             if not 1 <= len(interval_levels) <= 2 or not all(0 < x < 1 for x in interval_levels):
                 raise _bad("INTERVAL_LEVELS", levels_raw, "one or two percentages in (0, 100), e.g. 80,95")
+        news_source = get("NEWS_SOURCE") or ""
+        if news_source and news_source not in ("cryptopanic", "sim", "off") and not (
+                news_source.startswith(("replay:", "rss:")) and news_source.split(":", 1)[1].strip()):
+            raise _bad("NEWS_SOURCE", news_source, "replay:<file>, rss:<url>[,<url>…], cryptopanic, sim or off")
+        if news_source.startswith("rss:") and not all(
+                re.match(r"^https?://\S+$", u.strip()) for u in news_source[4:].split(",")):
+            raise _bad("NEWS_SOURCE", news_source, "rss: followed by comma-separated http(s):// feed URLs")
+        news_scorer = get("NEWS_SCORER") or d.news_scorer
+        if news_scorer not in ("lexicon", "lm", "vader", "llm"):
+            raise _bad("NEWS_SCORER", news_scorer, "lexicon, lm, vader or llm")
+        token = get("CRYPTOPANIC_TOKEN") or ""
+        if news_source == "cryptopanic" and not token:
+            raise _bad("NEWS_SOURCE", news_source, "a token in TICKCAST_CRYPTOPANIC_TOKEN for the cryptopanic source")
+        llm_url = get("LLM_URL") or ""
+        if news_scorer == "llm" and not re.match(r"^https?://.+$", llm_url):
+            raise _bad("LLM_URL", llm_url, "the http(s):// base URL of an OpenAI-compatible API for "
+                       "TICKCAST_NEWS_SCORER=llm")
+        for name in ("CRYPTOPANIC_URL",):
+            v = get(name)
+            if v is not None and not re.match(r"^https?://.+$", v):
+                raise _bad(name, v, "an http:// or https:// URL")
 
         return cls(
+            news_source=news_source,
+            news_scorer=news_scorer,
+            news_delay_seconds=number("NEWS_DELAY_SECONDS", d.news_delay_seconds, 0),
+            news_poll_seconds=number("NEWS_POLL_SECONDS", d.news_poll_seconds, 1),
+            news_timeout_seconds=number("NEWS_TIMEOUT_SECONDS", d.news_timeout_seconds, 0.1),
+            cryptopanic_token=token,
+            cryptopanic_url=get("CRYPTOPANIC_URL") or d.cryptopanic_url,
+            llm_url=llm_url,
+            llm_key=get("LLM_KEY") or "",
+            llm_model=get("LLM_MODEL") or "",
             source=source,
             min_skill=min_skill,
             interval_levels=interval_levels,

@@ -150,6 +150,12 @@ class Stack:
                                     *SNAPSHOTS], TICKCAST_SOURCE="kafka")
         else:
             self.spawn("features", [*flow, "dataflows.features", "-r", self.recovery("features"), *SNAPSHOTS])
+        # the news flow beside the price flow (README, News); one recovery dir per news source spec.
+        # Not watched: a news outage must not stop prices (its problems are in logs/news.log)
+        news = self.settings.news_source_resolved
+        if news != "off":
+            self.spawn("news", [*flow, "dataflows.news", "-r",
+                                self.recovery("news", news if news == "sim" else "replay:" + news), *SNAPSHOTS])
         port = self.settings.api_port or _free_port()
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         self.spawn("api", [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
@@ -183,12 +189,17 @@ class Stack:
                                                preexec_fn=_die_with_parent)
         return self.children[name]
 
-    def recovery(self, flow_name: str) -> str:
+    def _news_banner(self) -> str:
+        news = self.settings.news_source_resolved
+        shown = news if len(news) < 90 else news[:87] + "..."
+        return f"{shown}   (log: {self.logs / 'news.log'})" if news != "off" else "off"
+
+    def recovery(self, flow_name: str, source: str | None = None) -> str:
         """The flow's Bytewax recovery directory, one per source (a replay file, the
         simulator and the live feed are different histories: sharing window state
         between them would fill years of empty candles or make every trade late).
         Initialised in a temporary directory and renamed, so it exists only complete."""
-        d = self.data_dir / "recovery" / f"{flow_name}-{source_slug(self.settings.source)}"
+        d = self.data_dir / "recovery" / f"{flow_name}-{source_slug(source or self.settings.source)}"
         if not d.exists():
             tmp = d.with_name(d.name + ".init")
             shutil.rmtree(tmp, ignore_errors=True)
@@ -231,6 +242,7 @@ class Stack:
         return ["tickcast up",
                 f"  API         {self.url}/predict?symbol={s.symbols[0]}   (/dashboard, /health, /metrics, /models)",
                 f"  source      {path}",
+                f"  news        {self._news_banner()}",
                 f"  symbols     {','.join(s.symbols)}",
                 f"  data dir    {self.data_dir}",
                 f"  offline     {s.offline_url}   (tickcast sql \"SELECT ...\")",
@@ -301,7 +313,7 @@ class Stack:
             _stop(self.trainer, *STOP_TRAINER)
         if "api" in self.children:
             _stop(self.children["api"], *STOP_API)
-        for name in ("ingest", "features"):  # sources first, so the flows see no half-sent data
+        for name in ("news", "ingest", "features"):  # sources first, so the flows see no half-sent data
             if name in self.children:
                 _stop(self.children[name], *STOP_FLOW)
         if self.broker is not None:

@@ -364,3 +364,16 @@ def rows_to_arrow(table: str, rows: Sequence[Mapping[str, Any]] | Sequence[tuple
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:
             raise StoreError(f"{table}.{c.name}: values are not {c.ch_type}: {e}") from None
     return conform(table, pa.Table.from_arrays(arrays, names=list(t.names)))
+
+
+def news_to_arrow(items: Sequence[Any]) -> pa.Table:
+    """:class:`tickcast.news.items.NewsItem` s -> the ``news`` table (symbols
+    comma-separated, sentiments JSON ``{symbol: score}``, sentiment = their mean)."""
+    import json
+
+    return rows_to_arrow("news", [
+        {"id": it.id, "published_at": it.published_at_us, "available_at": it.available_at_us,
+         "source": it.source, "title": it.title, "summary": it.summary, "url": it.url,
+         "symbols": ",".join(it.symbols), "sentiment": it.sentiment,
+         "sentiments": json.dumps(dict(zip(it.symbols, it.sentiments, strict=True)), separators=(",", ":")),
+         "scorer": it.scorer} for it in items])
