@@ -23,6 +23,9 @@ NO_BOARD = ("no live scoreboard yet (the feature flow has scored no label): the 
             "else the online model")
 
 
+MAX_WIDTH_BPS = 100_000.0  # 1,000 % in log terms: anything wider is a corrupt scoreboard
+
+
 def auto_choice(board: dict[str, Any] | None) -> tuple[str | None, str]:
     """(candidate, reason) that ``model=auto`` serves; ``(None, why)`` without a scoreboard."""
     if not board or board.get("choice") not in ("production", "online", "persistence"):
@@ -35,10 +38,13 @@ def intervals(board: dict[str, Any] | None, candidate: str, price: float) -> dic
     empty while its residual record is too short."""
     if not board:
         return {}
-    widths = ((board.get("candidates") or {}).get(candidate) or {}).get("intervals_bps") or {}
+    cands = board.get("candidates")
+    cand = cands.get(candidate) if isinstance(cands, dict) else None
+    widths = cand.get("intervals_bps") if isinstance(cand, dict) else None
     out: dict[str, list[float]] = {}
-    for level, w in widths.items():
-        if isinstance(w, int | float) and math.isfinite(w) and w >= 0:
+    for level, w in (widths.items() if isinstance(widths, dict) else ()):
+        # a half-width beyond MAX_WIDTH_BPS is not an interval (and would overflow exp)
+        if isinstance(w, int | float) and math.isfinite(w) and 0 <= w <= MAX_WIDTH_BPS:
             out[str(level)] = interval(price, float(w))
     return out
 
@@ -48,7 +54,8 @@ def scoreboard_view(board: dict[str, Any]) -> dict[str, Any]:
     candidate's MAE on the window with its test against the choice."""
     keep = ("as_of", "choice", "name", "version", "reason", "since", "switches", "labels", "window", "alpha")
     out = {k: board.get(k) for k in keep}
+    cands = board.get("candidates")
     out["candidates"] = {
         name: {k: c.get(k) for k in ("name", "version", "mae", "n", "p_value", "margin")}
-        for name, c in (board.get("candidates") or {}).items()}
+        for name, c in (cands.items() if isinstance(cands, dict) else ()) if isinstance(c, dict)}
     return out

@@ -211,11 +211,13 @@ def predict() -> Any:
         return jsonify(persistence_answer(svc, symbol, features, reason, board))
     if model == "online":
         return jsonify(online_answer(svc, symbol, reason, board))
-    try:
-        return jsonify(production_answer(svc, symbol, features, reason, board))
-    except ApiError as e:
-        if not live or e.status != 503:
-            raise
-        # the scoreboard chose production but this worker cannot serve it: persistence, and why
-        why = f"the live choice is production but it is unavailable here ({e.code}: {e.message})"
-        return jsonify(persistence_answer(svc, symbol, features, why, board))
+    if live:
+        try:
+            svc.models.get(symbol)
+        except ApiError as e:
+            if e.status != 503:
+                raise
+            # the scoreboard chose production but this worker cannot load it: persistence, and why
+            why = f"the live choice is production but it is unavailable here ({e.code}: {e.message})"
+            return jsonify(persistence_answer(svc, symbol, features, why, board))
+    return jsonify(production_answer(svc, symbol, features, reason, board))

@@ -40,6 +40,7 @@ from models.predictor import Predictor
 from tickcast.history import read_candles_csv
 from tickcast.live_eval import (
     RunScore,
+    drive_symbol,
     lowest_recent_mae,
     regime_switch,
     replay,
@@ -60,13 +61,7 @@ def sim_trades(params: SimParams, hours: float, seed: int) -> list[Any]:
 
 
 def drive(trades: list[Any], production: Any = None) -> tuple[StepOutput, SymbolPipeline]:
-    pipe = SymbolPipeline("BTC/USD", W, 0, horizon_seconds=H, online_model="linear", snapshot_every=0)
-    pipe.production = production
-    out = StepOutput()
-    for i in range(0, len(trades), 5000):
-        out.extend(pipe.on_trades(trades[i:i + 5000]))
-    out.extend(pipe.on_eof())
-    return out, pipe
+    return drive_symbol(trades, production, window_seconds=W, horizon_seconds=H)  # type: ignore[no-any-return]
 
 
 def pretrained(seed: int, strength: float) -> Predictor:
@@ -91,13 +86,13 @@ def coverage_after(out: StepOutput, cut_us: int, span_us: int, window: int) -> d
     res_pers = np.array([abs(math.log(close[p.ts_us + h] / p.price_at_ts)) for p in auto])
     out_cov: dict[float, dict[str, float]] = {}
     for slot in (1, 2):
-        lv = float(auto[0][f"pi{slot}_level"])
+        lv = float(getattr(auto[0], f"pi{slot}_level"))
         ours, plain = [], []
         for i, p in enumerate(auto):
             t = p.ts_us
-            if not cut_us <= t < cut_us + span_us or not math.isfinite(p[f"pi{slot}_lower"]):
+            if not cut_us <= t < cut_us + span_us or not math.isfinite(getattr(p, f"pi{slot}_lower")):
                 continue
-            ours.append(p[f"pi{slot}_lower"] <= close[t + h] <= p[f"pi{slot}_upper"])
+            ours.append(getattr(p, f"pi{slot}_lower") <= close[t + h] <= getattr(p, f"pi{slot}_upper"))
             matured = res_pers[(ts + h <= t)][-window:]
             q = float(np.quantile(matured, lv, method="higher"))
             plain.append(res[i] <= q)

@@ -29,7 +29,7 @@ from tests.helpers import compose_binary
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 SECRETS = re.findall(r"^([A-Z_]+)=", (DEPLOY / ".env.example").read_text(), re.M)
-OPTIONAL = {"TICKCAST_API_TOKEN"}
+OPTIONAL = {"TICKCAST_API_TOKEN", "TICKCAST_CRYPTOPANIC_TOKEN", "TICKCAST_LLM_KEY"}  # features that are off by default
 REQUIRED = [s for s in SECRETS if s not in OPTIONAL]
 TICKCAST_SERVICES = ("ingest", "features", "trainer", "api")
 

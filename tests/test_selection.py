@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from models.predictor import Predictor
-from tickcast.live_eval import regime_switch, score_run, switches
+from tickcast.live_eval import drive_symbol, regime_switch, score_run, switches
 from tickcast.pipeline import StepOutput, SymbolPipeline
 from tickcast.selection import SelectionRule, Selector
 from tickcast.sim import DEFAULT_START_US, MarketSimulator, SimParams
@@ -26,14 +26,8 @@ def trades(params: SimParams, hours: float, seed: int) -> list[Any]:
     return MarketSimulator(["BTC/USD"], seed=seed, params=params).until(DEFAULT_START_US + int(hours * HOUR))
 
 
-def drive(ts: list[Any], production: Any = None) -> tuple[StepOutput, SymbolPipeline]:
-    pipe = SymbolPipeline("BTC/USD", W, 0, horizon_seconds=H, online_model="linear", snapshot_every=0)
-    pipe.production = production
-    out = StepOutput()
-    for i in range(0, len(ts), 5000):
-        out.extend(pipe.on_trades(ts[i:i + 5000]))
-    out.extend(pipe.on_eof())
-    return out, pipe
+def drive(trades: list[Any], production: Any = None) -> tuple[StepOutput, SymbolPipeline]:
+    return drive_symbol(trades, production, window_seconds=W, horizon_seconds=H)  # type: ignore[no-any-return]
 
 
 def auto_kinds(out: StepOutput) -> list[str]:
@@ -196,3 +190,17 @@ def test_the_flow_scores_the_promoted_model_and_publishes_the_scoreboard(tmp_pat
     board = json.loads(redis.Redis.from_url(redis_db_url).hget("tickcast:selection:BTC/USD", "json"))
     assert board["candidates"]["production"]["version"] == v
     assert "production" in board["reason"]
+
+
+def test_a_promoted_model_needing_news_does_not_freeze_the_choice() -> None:
+    """The price flow cannot score a model that needs the news group: it is no live
+    candidate, so auto still moves to a better online model instead of sitting on
+    "production made no prediction"."""
+    _, trained = drive(trades(SimParams(rate=2, flow_impact=0.5), 10, seed=75))
+    assert trained.learner is not None
+    needs_news = Predictor("river-linear", "river", [], trained.learner.model, "fs1-w10s", H,
+                           groups=("price", "news"), group_versions=(("news", "nf1"),))
+    out, _ = drive(trades(SimParams(rate=2, flow_impact=0.5), 10, seed=72), lambda _s: ("lasso+news", "v1", needs_news))
+    kinds = auto_kinds(out)
+    assert "production" not in kinds and kinds[-1] == "online"
+    assert not any(p.model_kind.startswith("production") for p in out.predictions)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -128,3 +129,20 @@ def lowest_recent_mae(losses: dict[str, np.ndarray], window: int, check_every: i
 
 def switches(choices: Sequence[str]) -> int:
     return sum(a != b for a, b in zip(choices, choices[1:], strict=False))
+
+
+def drive_symbol(trades: Sequence[Trade], production: Any = None, *, window_seconds: int = 10,
+                 horizon_seconds: int = 60, chunk: int = 5000) -> tuple[Any, Any]:
+    """One symbol's trades through the flow's per-symbol pipeline with the online model and
+    the live scoreboard (``production``: the flow's ``symbol -> (name, version, Predictor)``
+    lookup, or None), in chunks like the stream; returns ``(StepOutput, SymbolPipeline)``."""
+    from tickcast.pipeline import StepOutput, SymbolPipeline
+
+    pipe = SymbolPipeline(trades[0].symbol, window_seconds, 0, horizon_seconds=horizon_seconds,
+                          online_model="linear", snapshot_every=0)
+    pipe.production = production
+    out = StepOutput()
+    for i in range(0, len(trades), chunk):
+        out.extend(pipe.on_trades(trades[i:i + chunk]))
+    out.extend(pipe.on_eof())
+    return out, pipe

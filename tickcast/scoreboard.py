@@ -70,6 +70,17 @@ def interval_columns(price: float, widths: dict[float, float],
     return out[0], out[1], out[2], out[3], out[4], out[5]
 
 
+def _scorable_here(predictor: Any, row: FeatureRow) -> bool:
+    """Whether the price flow can score ``predictor`` on its own rows: a model that needs
+    other feature groups (news) or another feature set cannot be scored here, so it is no
+    live candidate (``model=auto`` chooses between online and persistence; a promoted
+    model stays reachable with ``model=production``) — else it would be "chosen" with
+    no prediction and freeze the choice."""
+    if getattr(predictor, "extra_groups", ()):
+        return False
+    return getattr(predictor, "feature_set_version", row.feature_set_version) == row.feature_set_version
+
+
 class LiveBoard:
     """Candidates, scores, choice and intervals of ONE symbol (picklable)."""
 
@@ -129,6 +140,8 @@ class LiveBoard:
         sigma = self.vol.update(row.close)
         self._mature(row, out)
         sel = self.selector
+        if production is not None and not _scorable_here(production[2], row):
+            production = None  # this flow cannot score it (see _scorable_here): not a live candidate
         # availability of the candidates
         pid = (production[0], production[1]) if production is not None else None
         if pid != self.prod_id:
@@ -150,10 +163,9 @@ class LiveBoard:
         if production is not None:
             name, version, predictor = production
             try:
-                if getattr(predictor, "feature_set_version", row.feature_set_version) == row.feature_set_version:
-                    price = float(predictor.predict_price(row.close, row.values)[0])
-                    if math.isfinite(price) and price > 0:
-                        preds["production"] = price
+                price = float(predictor.predict_price(row.close, row.values)[0])
+                if math.isfinite(price) and price > 0:
+                    preds["production"] = price
             except Exception:  # noqa: BLE001 - features not warm, a model raising: no prediction, no crash
                 pass
         widths = {n: self._tracker(n).half_widths(sigma) for n in preds}
@@ -161,7 +173,9 @@ class LiveBoard:
         self.pending[ts] = _Pending(row.close, sigma, {n: (v, widths[n]) for n, v in preds.items()})
         sym, h, close = self.symbol, self.horizon_seconds, row.close
         if online is not None:
-            out.online = Prediction(*online[:10], *interval_columns(preds["online"], widths["online"], self.levels))
+            lv1, lo1, hi1, lv2, lo2, hi2 = interval_columns(preds["online"], widths["online"], self.levels)
+            out.online = online._replace(pi1_level=lv1, pi1_lower=lo1, pi1_upper=hi1,
+                                         pi2_level=lv2, pi2_lower=lo2, pi2_upper=hi2)
         if "production" in preds and production is not None:
             p = preds["production"]
             out.predictions.append(Prediction(

@@ -95,11 +95,15 @@ def _last_line(log: Path) -> str:
 
 
 def source_slug(source: str) -> str:
-    """A file-name-safe name of a source: ``kraken``, ``kafka``, ``sim``, or
-    ``replay-<hash of the file's absolute path>``."""
+    """A file-name-safe name of a source: ``kraken``, ``kafka``, ``sim``,
+    ``replay-<hash of the file's absolute path>``, or for any other spec (news feeds:
+    ``rss:<urls>``, ``cryptopanic``) ``<kind>-<hash of the spec>`` — never of the cwd."""
     if source in ("kraken", "kafka", "sim"):
         return source
-    return "replay-" + hashlib.sha1(str(Path(source[7:]).resolve()).encode()).hexdigest()[:10]
+    if source.startswith("replay:"):
+        return "replay-" + hashlib.sha1(str(Path(source[7:]).resolve()).encode()).hexdigest()[:10]
+    kind = source.split(":", 1)[0] if source[:1].isalpha() else "source"
+    return f"{''.join(c for c in kind if c.isalnum())[:16]}-" + hashlib.sha1(source.encode()).hexdigest()[:10]
 
 
 class Stack:
@@ -155,7 +159,7 @@ class Stack:
         news = self.settings.news_source_resolved
         if news != "off":
             self.spawn("news", [*flow, "dataflows.news", "-r",
-                                self.recovery("news", news if news == "sim" else "replay:" + news), *SNAPSHOTS])
+                                self.recovery("news", news), *SNAPSHOTS])
         port = self.settings.api_port or _free_port()
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         self.spawn("api", [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
