@@ -10,7 +10,11 @@
   the online model and of the persistence and mean-of-last-10 baselines; throughput
   (trades/s); dead letters and late trades per minute; drift events; reconnects and
   filled gaps per minute from ``ingest_stats`` (empty while that table does not exist);
-  plus the feature freshness of every symbol and ``generated_at``.
+  the symbol's time-decayed news sentiment (``news_sentiment``: :data:`NEWS_SENTIMENT` of
+  ``news_features``); plus ``headlines`` (the newest :data:`HEADLINES` items of ``news``
+  mapped to the symbol, newest first, with their scores), the feature freshness of every
+  symbol and ``generated_at``. Headline titles, sources and urls are untrusted text: the
+  page inserts them as text and links only ``http(s)://`` urls.
 
 Time ranges. Market-time series (price, predictions, MAE, throughput, drift) cover the
 ``minutes`` before the symbol's newest candle — which *is* now for a live source, and
@@ -57,8 +61,11 @@ RETRY_SECONDS = 5.0  # after a failed open, answer 503 at once for this long
 BASELINES = ("persistence", "mean_last_10")
 LATE = "late trade%"  # reason prefix of late trades (tickcast.pipeline.late_dead_letter)
 INGEST_SERIES = {"ingest_reconnects": "reconnects", "ingest_filled": "filled", "ingest_unfilled": "unfilled"}
+NEWS_SENTIMENT = "news_sent_decay_30m"  # a column of news_features (tickcast.news.features.NEWS_FEATURE_NAMES)
+HEADLINES = 15  # newest news items listed with their scores
 SERIES = ("price", "predicted", "realised", "mae_online", "mae_persistence", "mae_mean_last_10",
-          "mae_production", "served", "throughput", "dead_letters", "late_trades", "drift_events", *INGEST_SERIES)
+          "mae_production", "served", "throughput", "dead_letters", "late_trades", "drift_events", *INGEST_SERIES,
+          "news_sentiment")
 
 
 @cache
@@ -224,6 +231,25 @@ def build(store: Any, settings: Any, symbol: str, minutes: int) -> dict[str, Any
                  f"WHERE symbol = {{symbol:String}} AND {between('ts')} ORDER BY ts DESC LIMIT {{n:UInt32}}",
                  **p, n=DRIFT_LIST)]
 
+    # news (market time, like the price): the decayed sentiment at each item's arrival and the
+    # newest headlines mapped to the symbol. Optional: a store whose schema predates the news
+    # tables leaves both empty rather than failing the page.
+    headlines: list[dict[str, Any]] = []
+    try:
+        series["news_sentiment"] = _points(q(
+            f"SELECT {_ms('max(ts)')} AS t, argMax(`{NEWS_SENTIMENT}`, ts) FROM news_features "
+            f"WHERE symbol = {{symbol:String}} AND {between('ts')} "
+            f"GROUP BY intDiv({_ms('ts')}, {{step_ms:Int64}}) ORDER BY t DESC LIMIT {{limit:UInt32}}", **p))
+        headlines = [{"ts_ms": int(t), "title": title, "source": source, "url": url,
+                      "sentiment": float(v) if v is not None and math.isfinite(v) else None}
+                     for t, title, source, url, v in q(
+                         f"SELECT {_ms('available_at')} AS t, title, source, url, sentiment FROM news "
+                         f"WHERE has(splitByChar(',', symbols), {{symbol:String}}) AND {between('available_at')} "
+                         f"ORDER BY available_at DESC, id LIMIT {{n:UInt32}}", **p, n=HEADLINES)]
+    except Exception as e:  # an optional panel degrades, it never fails the page
+        log.warning("dashboard: news tables not readable: %s", e)
+        series["news_sentiment"], headlines = [], []
+
     wall = {"from_ms": wall_from_ms, "to_ms": now_ms, "bucket_ms": bucket_ms, "limit": ROW_LIMIT}
     dead = q(f"SELECT intDiv({_ms('received_at')}, {{bucket_ms:Int64}}) * {{bucket_ms:Int64}} AS t, "
              f"countIf(reason NOT LIKE {{late:String}}), countIf(reason LIKE {{late:String}}) FROM dead_letters "
@@ -263,7 +289,7 @@ def build(store: Any, settings: Any, symbol: str, minutes: int) -> dict[str, Any
         "range": {"from_ms": from_ms, "to_ms": to_ms, "step_seconds": step_ms / 1000,
                   "wall_from_ms": wall_from_ms, "wall_to_ms": now_ms, "bucket_seconds": bucket_ms / 1000},
         "online_models": online_names, "ingest_stats": ingest_ok,
-        "freshness_seconds": fresh, "drift": drift, "series": series,
+        "freshness_seconds": fresh, "drift": drift, "headlines": headlines, "series": series,
     }
 
 

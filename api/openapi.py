@@ -51,6 +51,11 @@ DASHBOARD_PATHS: dict[str, Any] = {
                     "freshness_seconds": {"type": "object", "additionalProperties": {
                         "type": "number", "nullable": True}},
                     "drift": {"type": "array", "items": {"type": "object"}},
+                    "headlines": {"type": "array", "description": "newest news items of the symbol in the range, "
+                                  "newest first (untrusted text)", "items": {"type": "object", "properties": {
+                                      "ts_ms": {"type": "integer"}, "title": {"type": "string"},
+                                      "source": {"type": "string"}, "url": {"type": "string"},
+                                      "sentiment": {"type": "number", "nullable": True}}}},
                     "series": {"type": "object", "required": list(SERIES),
                                "additionalProperties": _SERIES_SCHEMA},
                 }}}}},

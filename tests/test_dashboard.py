@@ -24,8 +24,9 @@ import pyarrow as pa
 import pytest
 
 from api import create_app
-from api.dashboard import MAX_POINTS, SERIES
+from api.dashboard import HEADLINES, MAX_POINTS, NEWS_SENTIMENT, SERIES
 from tickcast.config import Settings
+from tickcast.news.features import NEWS_FEATURE_NAMES
 from tickcast.pipeline import StepOutput, SymbolPipeline, run_batch
 from tickcast.schema import DriftEvent, Trade
 from tickcast.stores.offline import open_offline
@@ -89,7 +90,40 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         out.drift_events.append(DriftEvent("BTC/USD", btc_ts[-5], "river-linear-online", "ADWIN(abs residual bps)",
                                            "drift #1 (test)"))
     write_outputs(lake, out, extra)
-    return {"tmp": tmp, "lake": lake, "out": out, "store": open_offline(f"chdb://{lake}", read_only=True)}
+    news = news_items()
+    publish_news_items(lake, news)
+    return {"tmp": tmp, "lake": lake, "out": out, "news": news,
+            "store": open_offline(f"chdb://{lake}", read_only=True)}
+
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def news_items() -> list[Any]:
+    """More BTC items than the page lists (one hostile title, one javascript: url), an
+    ETH-only item, a BTC+ETH item, and a BTC item two hours before the range."""
+    from tickcast.news.items import NewsItem
+
+    def item(k: int, at_us: int, symbols: tuple[str, ...], sent: float, title: str, url: str) -> NewsItem:
+        return NewsItem(f"n{k}", at_us - 1_000_000, at_us, "sim", title, "", url, symbols,
+                        (sent,) * len(symbols), "lexicon")
+
+    items = [item(k, START_US + k * 60_000_000, ("BTC/USD",), round(math.sin(k), 3), f"Bitcoin story {k}",
+                  f"https://example.org/{k}") for k in range(1, 19)]
+    items[-1] = item(18, START_US + 18 * 60_000_000, ("BTC/USD",), -0.5, HOSTILE, "javascript:alert(1)")
+    items += [item(30, START_US + 90_000_000, ("ETH/USD",), 0.9, "Ether only", "https://example.org/eth"),
+              item(31, START_US + 19 * 60_000_000, ("BTC/USD", "ETH/USD"), 0.25, "Both coins", "http://x.test/b"),
+              item(32, START_US - 2 * 3_600_000_000, ("BTC/USD",), 0.7, "Old news", "https://example.org/old")]
+    return items
+
+
+def publish_news_items(lake: Path, items: list[Any]) -> None:
+    """Through the news flow's own hand-over point (``news`` + ``news_features``)."""
+    from tickcast.news.publish import publish_news
+
+    store = open_offline(f"chdb://{lake}")
+    publish_news(items, store)
+    store.close()
 
 
 @pytest.fixture
@@ -190,6 +224,26 @@ def test_series_equal_what_the_store_and_the_batch_say(app: Any, world: dict[str
     assert [[e["ts_ms"], e["model_version"], e["detector"], e["detail"]] for e in d["drift"]] == drift
     assert sum(v for _, v in s["drift_events"]) == len(drift)
 
+    # (g) news: the decayed sentiment of news_features, and the newest headlines of the symbol
+    assert NEWS_SENTIMENT in NEWS_FEATURE_NAMES
+    lo, hi = d["range"]["from_ms"], d["range"]["to_ms"]
+    want = sql(world, f"SELECT toUnixTimestamp64Milli(ts), {NEWS_SENTIMENT} FROM news_features "
+                      "WHERE symbol = 'BTC/USD' AND toUnixTimestamp64Milli(ts) > {lo:Int64} "
+                      "AND toUnixTimestamp64Milli(ts) <= {hi:Int64} ORDER BY ts", lo=lo, hi=hi)
+    assert len(want) == 19 and s["news_sentiment"] == want  # 18 BTC items + the shared one, not the old one
+    heads = sql(world, "SELECT toUnixTimestamp64Milli(available_at), title, source, url, sentiment FROM news "
+                       "WHERE has(splitByChar(',', symbols), 'BTC/USD') AND toUnixTimestamp64Milli(available_at) "
+                       "> {lo:Int64} AND toUnixTimestamp64Milli(available_at) <= {hi:Int64} "
+                       "ORDER BY available_at DESC LIMIT {n:UInt32}", lo=lo, hi=hi, n=HEADLINES)
+    assert len(heads) == HEADLINES == len(d["headlines"])
+    assert [[h["ts_ms"], h["title"], h["source"], h["url"], h["sentiment"]] for h in d["headlines"]] == heads
+    assert [h["title"] for h in d["headlines"][:2]] == ["Both coins", HOSTILE]  # newest first
+    assert "Ether only" not in {h["title"] for h in d["headlines"]}
+    # the hostile title arrives as the same text in JSON; the page inserts it with textContent
+    assert d["headlines"][1]["url"] == "javascript:alert(1)" and d["headlines"][1]["sentiment"] == -0.5
+    eth = get_data(app, "symbol=ETH/USD")
+    assert [h["title"] for h in eth["headlines"]] == ["Both coins", "Ether only"]
+
     # (f) ingest_stats: an empty series while the table does not exist, never an error
     if "ingest_stats" not in TABLES:
         assert d["ingest_stats"] is False
@@ -262,8 +316,9 @@ def test_empty_lake_is_200_with_empty_series(tmp_path: Path, valkey_url: str) ->
     d: Any = r.json
     assert r.status_code == 200, d
     assert d["symbol"] == "BTC/USD" and d["freshness_seconds"] == {"BTC/USD": None, "ETH/USD": None}
-    for name in ("price", "predicted", "realised", "mae_online", "throughput"):
+    for name in ("price", "predicted", "realised", "mae_online", "throughput", "news_sentiment"):
         assert d["series"][name] == [], name
+    assert d["headlines"] == []
     # per-minute counts over wall-clock time: every minute present, all zero
     for name in ("dead_letters", "ingest_reconnects"):
         assert all(v == 0 for _, v in d["series"][name]), name
@@ -333,7 +388,8 @@ def test_page_script_parses_and_its_chart_helpers_work(app: Any, tmp_path: Path)
     probe = (f"const m = require({str(js)!r});"
              "const out = {step: m.niceStep(95, 5), ticks: m.ticks(0, 100, 20), ext: m.extent("
              "[{points: [[1, 5], [2, NaN], [3, 7], [99, 1000]]}], 0, 10, false), none: m.extent([], 0, 1),"
-             "num: m.fmtNum(60123.456, 0.1)};"
+             "num: m.fmtNum(60123.456, 0.1), urls: ['https://a.b/c', 'HTTP://x', 'javascript:alert(1)', "
+             "'data:text/html,x', ' https://a', '//evil', null].map(m.safeUrl)};"
              "console.log(JSON.stringify(out));")
     r = subprocess.run([NODE, "-e", probe], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -343,4 +399,5 @@ def test_page_script_parses_and_its_chart_helpers_work(app: Any, tmp_path: Path)
     assert got["step"] == 20 and got["ticks"] == [0, 20, 40, 60, 80, 100] and got["none"] is None
     lo, hi = got["ext"]
     assert lo < 5 and 7 < hi < 8 and got["num"] == "60123.5"
+    assert got["urls"] == ["https://a.b/c", "HTTP://x", None, None, None, None, None]
     assert not math.isnan(lo)

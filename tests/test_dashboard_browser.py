@@ -41,7 +41,8 @@ from tests.helpers import free_port
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_ENV = "TICKCAST_TEST_INSTALL_CHROMIUM"
 SCREENSHOT_ENV = "TICKCAST_DASHBOARD_SCREENSHOT"
-CHARTS = ("c-price", "c-pred", "c-mae", "c-served", "c-fresh", "c-tput", "c-dead", "c-ingest")
+HOSTILE = "<img src=x onerror=alert(1)>"
+CHARTS = ("c-price", "c-news", "c-pred", "c-mae", "c-served", "c-fresh", "c-tput", "c-dead", "c-ingest")
 
 
 def chromium() -> str:
@@ -169,6 +170,8 @@ def test_dashboard_in_chromium_draws_every_chart_without_errors(browser: DevTool
 
     from api import create_app
     from tickcast.config import Settings
+    from tickcast.news.items import NewsItem
+    from tickcast.news.publish import publish_news
     from tickcast.stores.offline import open_offline
     from tickcast.stores.tables import INGEST_COUNTERS
 
@@ -181,6 +184,12 @@ def test_dashboard_in_chromium_draws_every_chart_without_errors(browser: DevTool
         "ts": pa.array(ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")), "interval_seconds": [10.0] * len(ts),
         **{c: pa.array([int(k % (3 + i) == i) for k in range(len(ts))], pa.uint64())
            for i, c in enumerate(INGEST_COUNTERS)}}))
+    # news through the news flow's hand-over point (news + news_features), inside the session;
+    # one hostile title, which must arrive as text
+    start_us = (now_us // 1_000_000 - 27 * 60) * 1_000_000
+    publish_news([NewsItem(f"n{k}", start_us + k * 60_000_000, start_us + k * 60_000_000, "sim",
+                           HOSTILE if k == 9 else f"Bitcoin story {k}", "", f"https://example.org/{k}",
+                           ("BTC/USD",), ((-1) ** k * 0.05 * k,), "lexicon") for k in range(2, 16)], store)
     store.close()
 
     app = create_app({"settings": Settings.from_env(env)})
@@ -215,6 +224,10 @@ def test_dashboard_in_chromium_draws_every_chart_without_errors(browser: DevTool
           return out;
         })()""")
         data = browser.evaluate("state.data")
+        heads = browser.evaluate("""(() => Array.from(document.querySelectorAll("#headlines tr"), (tr) => ({
+          title: tr.cells[3].textContent, href: tr.querySelector("a") && tr.querySelector("a").href,
+          score: tr.cells[1].className})))()""")
+        injected = browser.evaluate("document.querySelectorAll('#headlines img').length")
         status = browser.evaluate("document.getElementById('status').textContent")
         shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
         (tmp_path / "dashboard.png").write_bytes(shot)
@@ -233,4 +246,8 @@ def test_dashboard_in_chromium_draws_every_chart_without_errors(browser: DevTool
     s = data["series"]
     assert all(s[k] for k in ("price", "predicted", "realised", "mae_online", "mae_persistence", "throughput"))
     assert sum(v for _, v in s["dead_letters"]) > 0 and sum(v for _, v in s["ingest_reconnects"]) > 0
+    assert s["news_sentiment"] and len(heads) == len(data["headlines"]) == 14, heads
+    assert heads[0]["title"] == "Bitcoin story 15" and heads[0]["href"] == "https://example.org/15"
+    assert heads[6]["title"] == HOSTILE and injected == 0  # inserted as text, not markup
+    assert {h["score"] for h in heads} == {"score pos", "score neg"}
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 20_000

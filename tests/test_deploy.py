@@ -101,6 +101,16 @@ def replayed(tmp_path_factory: pytest.TempPathFactory, valkey_url: str) -> Path:
             pump_source(part, fk, [])
         finally:
             part.close()
+    # headlines through the news flow's hand-over point (news + news_features), in the replay's time
+    from tickcast.news.items import NewsItem
+    from tickcast.news.publish import publish_news
+
+    t0_us = 1_767_225_600 * 1_000_000  # 2026-01-01, where the replay starts
+    store = open_offline(f"chdb://{lake}")
+    publish_news([NewsItem(f"n{k}", t0_us + k * 60_000_000, t0_us + k * 60_000_000, "sim", f"headline {k}", "",
+                           f"https://example.org/{k}", ("BTC/USD",) if k % 2 else ("BTC/USD", "ETH/USD"),
+                           (0.1 * k - 0.3,) * (1 if k % 2 else 2), "lexicon") for k in range(1, 6)], store)
+    store.close()
     return lake
 
 
@@ -128,6 +138,9 @@ def test_every_panel_query_runs_on_chdb_and_returns_rows(replayed: Path) -> None
     ingest = results["Reconnects and filled gaps per minute"]
     assert sum(r["reconnects"] for r in ingest) == 1 and sum(r["gaps"] for r in ingest) >= 2
     assert sum(r["filled_trades"] for r in ingest) >= 20 and sum(r["unfilled_trades"] for r in ingest) == 0
+    heads = results["Recent headlines"]
+    assert [r["title"] for r in heads] == [f"headline {k}" for k in range(5, 0, -1)]
+    assert len(results["News sentiment (decayed, 30 min)"]) == 5
     dead = results["Dead letters and late trades per minute"]
     assert sum(r["dead_letters"] for r in dead) == 1 and sum(r["late_trades"] for r in dead) == 1
 

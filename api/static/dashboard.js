@@ -112,12 +112,44 @@ const $ = (id) => document.getElementById(id);
 
 function line(label, points, color) { return {label, points: points || [], color}; }
 
+// A link only for http(s) urls; everything else (javascript:, data:, ...) stays plain text.
+function safeUrl(url) { return typeof url === "string" && /^https?:\/\//i.test(url) ? url : null; }
+
+// Headlines (untrusted text): built with textContent, never innerHTML.
+function renderHeadlines(items) {
+  const rows = (items || []).map((h) => {
+    const tr = document.createElement("tr");
+    const time = document.createElement("td"), score = document.createElement("td");
+    const source = document.createElement("td"), title = document.createElement("td");
+    time.textContent = fmtTime(h.ts_ms, false);
+    const v = h.sentiment;
+    score.textContent = v === null || v === undefined ? "–" : (v > 0 ? "+" : "") + v.toFixed(2);
+    score.className = "score " + (!(v > 0) && !(v < 0) ? "zero" : v > 0 ? "pos" : "neg");
+    source.textContent = h.source;
+    const href = safeUrl(h.url);
+    if (href) {
+      const a = document.createElement("a");
+      a.href = href; a.rel = "noopener noreferrer nofollow"; a.target = "_blank"; a.textContent = h.title;
+      title.append(a);
+    } else {
+      title.textContent = h.title;
+    }
+    tr.append(time, score, source, title);
+    return tr;
+  });
+  $("headlines").replaceChildren(...rows);
+  $("n-news").textContent = rows.length ? "" : "no news yet";
+}
+
 function render() {
   const d = state.data;
   if (!d) return;
   const s = d.series, r = d.range, now = d.generated_at_ms, wallMin = r.wall_from_ms;
   const horizonMs = (d.horizon_seconds || 0) * 1000;
   drawChart($("c-price"), [line(d.symbol, s.price)], {xmin: r.from_ms, xmax: r.to_ms});
+  drawChart($("c-news"), [line("sentiment", s.news_sentiment, COLORS[3])],
+    {xmin: r.from_ms, xmax: r.to_ms, zero: true, empty: "no news yet"});
+  renderHeadlines(d.headlines);
   drawChart($("c-pred"), [line("predicted", s.predicted, COLORS[1]), line("realised", s.realised, COLORS[0])],
     {xmin: r.from_ms, xmax: r.to_ms + horizonMs});
   drawChart($("c-mae"), [line(d.online_models.join(",") || "online", s.mae_online),
@@ -195,5 +227,5 @@ if (typeof document !== "undefined") {
   window.addEventListener("resize", render);
   poll();
 } else if (typeof module !== "undefined") {
-  module.exports = {niceStep, ticks, extent, fmtNum, fmtTime};
+  module.exports = {niceStep, ticks, extent, fmtNum, fmtTime, safeUrl};
 }
