@@ -74,7 +74,8 @@ def test_flow_survives_an_object_store_outage(tmp_path: Path, redis_db_url: str,
 
         wait_until(resumed, 60, "snapshots after the restart")
         assert proc.poll() is None
-        assert "registry available again after" in log_path.read_text()
+        # the publisher logs right after the snapshot became visible: wait for the line, not race it
+        wait_until(lambda: "registry available again after" in log_path.read_text(), 15, "the recovery log line")
         model, manifest = reader.load("online-BTC_USD")
         assert hasattr(model, "predict_one") and manifest["meta"]["samples_seen"] > 0
     finally:

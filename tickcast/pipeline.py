@@ -234,8 +234,11 @@ def run_batch(
     >>> out = run_batch(trades, 10, online_model="linear", horizon_seconds=60)
     >>> len(out.candles), sum(c.trades for c in out.candles)  # every trade in exactly one candle
     (392, 20000)
-    >>> len(out.features) == len(out.candles) == len(out.predictions)  # one row and prediction per candle
+    >>> online = [p for p in out.predictions if p.model_kind == "online:linear"]
+    >>> len(out.features) == len(out.candles) == len(online)  # one row and online prediction per candle
     True
+    >>> {p.model_kind for p in out.predictions} - {"online:linear"}  # what model=auto served (tickcast.scoreboard)
+    {'auto:persistence'}
     >>> btc = {m.model_name: m for m in out.metrics if m.symbol == "BTC/USD"}  # newest per model
     >>> sorted(btc), {m.n for m in btc.values()}  # model and baselines, scored on the same labels
     (['mean_last_10', 'persistence', 'river-linear'], {190})
