@@ -63,14 +63,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _stop(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
     """Signal a child's process group, wait ``timeout`` s, then SIGKILL it."""
     if proc.poll() is not None:
@@ -160,7 +152,9 @@ class Stack:
         if news != "off":
             self.spawn("news", [*flow, "dataflows.news", "-r",
                                 self.recovery("news", news), *SNAPSHOTS])
-        port = self.settings.api_port or _free_port()
+        from tickcast.embedded import free_port
+
+        port = self.settings.api_port or free_port()
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         self.spawn("api", [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
                            "api:create_app()"])
