@@ -66,7 +66,7 @@ from models.gate import DEFAULT_MIN_SKILL, Candidate, GateConfig, decide, folds_
 from models.predictor import Predictor
 from models.registry import batch_model_name, production_alias
 from tickcast.groups import REGISTRY, extra_groups, group
-from tickcast.schema import FeatureRow, us_to_iso
+from tickcast.schema import FeatureRow, json_safe, us_to_iso
 
 MIN_ROWS = 300
 
@@ -461,19 +461,6 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
         report["promoted"] = {"name": None, "version": None, "reason": f"no registry configured; {verdict}"}
     _log(cfg, f"  done in {time.perf_counter() - t0:.1f} s")
     return json_safe(report)  # type: ignore[no-any-return]
-
-
-def json_safe(obj: Any) -> Any:
-    """NaN/inf are not JSON: report them as null."""
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return json_safe(obj.item())
-    return obj
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ Contracts:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -290,6 +291,24 @@ class DriftEvent(NamedTuple):
     model_version: str
     detector: str
     detail: str = ""
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/inf as None (not JSON), recursively through dicts, lists and
+    tuples; numpy scalars become Python numbers.
+
+    >>> json_safe({"a": float("nan"), "b": [1.5, float("inf")], "c": (2,)})
+    {'a': None, 'b': [1.5, None], 'c': [2]}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if type(obj).__module__ == "numpy" and hasattr(obj, "item"):  # numpy scalars
+        return json_safe(obj.item())
+    return obj
 
 
 def trade_json(t: Trade) -> str:

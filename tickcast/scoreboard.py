@@ -29,13 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tickcast.learner import ErrorStats
-from tickcast.schema import FeatureRow, ModelMetrics, Prediction, us_to_iso
+from tickcast.schema import FeatureRow, ModelMetrics, Prediction, json_safe, us_to_iso
 from tickcast.selection import (
     IntervalTracker,
     SelectionRule,
     Selector,
     VolScale,
-    as_jsonable,
     interval,
     level_key,
 )
@@ -189,19 +188,16 @@ class LiveBoard:
             0, *interval_columns(p, widths[choice], self.levels)))
         return out
 
+    def _identity(self, cand: str) -> tuple[str, str]:
+        """(name, version) of a candidate: the production/online model's, or the candidate's own."""
+        ident = self.prod_id if cand == "production" else self.online_id if cand == "online" else None
+        return ident if ident else (cand, "persistence")
+
     def _name(self, cand: str) -> str:
-        if cand == "production" and self.prod_id:
-            return self.prod_id[0]
-        if cand == "online" and self.online_id:
-            return self.online_id[0]
-        return cand
+        return self._identity(cand)[0]
 
     def _version(self, cand: str) -> str:
-        if cand == "production" and self.prod_id:
-            return self.prod_id[1]
-        if cand == "online" and self.online_id:
-            return self.online_id[1]
-        return "persistence"
+        return self._identity(cand)[1]
 
     def state(self) -> dict[str, Any]:
         """The scoreboard at the newest row (JSON-able; see the module docstring)."""
@@ -217,7 +213,7 @@ class LiveBoard:
                            "margin": t.get("margin") if name != sel.choice else None,
                            "intervals_bps": {level_key(lv): w for lv, w in self._widths.get(name, {}).items()}}
         choice = sel.choice if sel.choice in self._preds else "persistence"
-        state: dict[str, Any] = as_jsonable({
+        state: dict[str, Any] = json_safe({
             "symbol": self.symbol, "ts_us": self.last_ts_us, "as_of": us_to_iso(self.last_ts_us or 0),
             "choice": choice, "name": self._name(choice), "version": self._version(choice),
             "reason": sel.reason if choice == sel.choice else f"{sel.choice} made no prediction for this row",

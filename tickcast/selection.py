@@ -46,7 +46,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -326,13 +325,3 @@ def interval(price: float, half_width_bps: float) -> list[float]:
     f = math.exp(half_width_bps / 1e4)
     return [price / f, price * f]
 
-
-def as_jsonable(x: Any) -> Any:
-    """NaN/inf -> None, recursively (the scoreboard is JSON)."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: as_jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [as_jsonable(v) for v in x]
-    return x
