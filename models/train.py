@@ -212,11 +212,14 @@ def run_online(df_all: pd.DataFrame, test_ts: np.ndarray, symbol: str, cfg: Trai
     ts_arr = df_all["ts_us"].to_numpy()
     close = df_all["close"].to_numpy(dtype=float)
     vals = df_all[names].to_numpy(dtype=float)
-    for i in range(len(df_all)):
-        row = FeatureRow(symbol, int(ts_arr[i]), float(close[i]), dict(zip(names, vals[i].tolist(), strict=True)))
-        out = learner.on_row(row)
-        if out.predictions and row.ts_us in wanted:
-            preds[row.ts_us] = out.predictions[0].predicted_price
+    step = 4096  # rows per call: the learner's outputs do not depend on it
+    for lo in range(0, len(df_all), step):
+        rows = [FeatureRow(symbol, int(t), float(c), dict(zip(names, v, strict=True)))
+                for t, c, v in zip(ts_arr[lo:lo + step].tolist(), close[lo:lo + step].tolist(),
+                                   vals[lo:lo + step].tolist(), strict=True)]
+        for p in learner.on_rows(rows).predictions:
+            if p.ts_us in wanted:
+                preds[p.ts_us] = p.predicted_price
     return preds, learner
 
 

@@ -71,7 +71,7 @@ def test_progressive_metrics_score_model_and_baselines_on_the_same_labels(plante
     assert set(last) == {"river-linear", "persistence", "mean_last_10"}
     assert len({m.n for m in last.values()}) == 1  # exactly the same matured labels
     pred, actual, now = realised(planted)
-    assert last["persistence"].n == len(pred)
+    assert last["persistence"].n == len(pred)  # rows every 12 labels, and the final figures at the end
     assert math.isclose(last["persistence"].mae, float(np.mean(np.abs(now - actual))), rel_tol=1e-9)
     assert math.isclose(last["river-linear"].mae, float(np.mean(np.abs(pred - actual))), rel_tol=1e-9)
 
@@ -95,7 +95,8 @@ def test_a_label_is_never_learned_before_its_horizon() -> None:
         # the prediction at row i has seen exactly the labels of rows <= i - steps,
         # i.e. those whose horizon has passed by this row's event time
         assert learner.samples_seen == max(0, i - steps + 1)
-        assert out.predictions[0].samples_seen == learner.samples_seen
+        # ... and learns them in mini-batches of 12 (the prediction says how many it learned)
+        assert out.predictions[0].samples_seen == learner.learned == learner.samples_seen // 12 * 12
         assert all(ts > r.ts_us - H * 1_000_000 for ts in learner.pending)
 
 
@@ -150,33 +151,70 @@ def test_snapshots_are_due_every_n_samples() -> None:
     assert pickle.loads(s.payload).predict_one({"ret_1_bps": 0.0}) is not None
 
 
-def test_linear_fast_path_is_bit_identical_to_river() -> None:
-    """The default model's fast path (tickcast.learner._LinearFastPath) against River's own
-    predict_one/learn_one: same predictions, same state, same pickled bytes, through
-    warm-up (features appearing one by one), non-finite gaps and a pickle round trip."""
-    from tickcast.learner import _LinearFastPath, make_model
-    from tickcast.model_inputs import model_inputs
+def test_default_model_is_rivers_bayesian_linear_regression() -> None:
+    """BayesLinear learning one row at a time is River's StandardScaler | BayesianLinearRegression
+    (same predictions to 1e-9) through warm-up, sparse inputs and a pickle round trip; the
+    mini-batch form (the default, 12 labels) learns the same model in blocks."""
+    from river import linear_model, preprocessing
+
+    from tickcast.bayes_linear import BayesLinear
+    from tickcast.model_inputs import input_block, input_names
 
     trades = MarketSimulator(["BTC/USD"], seed=3, params=SimParams(rate=3, flow_impact=0.3)).next_trades(40_000)
     feats = run_batch(trades, 5, 0.0, online_model="off").features
-    assert len(feats) > 2000
-    xs = [model_inputs(f.close, f.values, partial=True) for f in feats]
-    for i in range(100, 2000, 97):  # sparse gaps after warm-up too
-        xs[i] = {k: v for j, (k, v) in enumerate(xs[i].items()) if j % 3}  # type: ignore[union-attr]
-    river_model, fast_model = make_model("linear"), make_model("linear")
-    fast = _LinearFastPath.of(fast_model)
-    assert fast is not None and _LinearFastPath.of(make_model("sgd")) is None
-    ys = [1e4 * math.log(b.close / a.close) for a, b in zip(feats, feats[6:], strict=False)]
-    for i, (x, y) in enumerate(zip(xs, ys, strict=False)):
-        assert x
-        want, got = river_model.predict_one(x), fast.predict(x)
-        assert want == got or (want == 0 and got == 0), (i, want, got)
-        river_model.learn_one(x, y)
-        fast.learn(x, y)
-        if i == len(ys) // 2:  # resume from a pickle, as Bytewax recovery does (both)
-            river_model = pickle.loads(pickle.dumps(river_model))
-            fast_model = pickle.loads(pickle.dumps(fast_model))
-            fast = _LinearFastPath.of(fast_model)
-            assert fast is not None
-    assert pickle.dumps(river_model) == pickle.dumps(fast_model)
-    assert river_model.predict_one(xs[-1]) == fast.predict(xs[-1]) != 0.0
+    raw = tuple(feats[0].values)
+    names = input_names(raw)
+    X = input_block(raw, [f.close for f in feats], [list(f.values.values()) for f in feats])
+    X[100:2000:97, ::3] = np.nan  # sparse gaps after warm-up too
+    y = np.array([1e4 * math.log(b.close / a.close) for a, b in zip(feats, feats[6:], strict=False)])
+    river = preprocessing.StandardScaler() | linear_model.BayesianLinearRegression(alpha=1.0, beta=1 / 60)
+    ours = BayesLinear(names)
+    for i in range(len(y)):
+        x = {n: float(v) for n, v in zip(names, X[i], strict=True) if v == v}
+        want, got = river.predict_one(x), float(ours.predict_block(X[i:i + 1])[0])
+        assert abs(want - got) <= 1e-9 * max(1.0, abs(want)), (i, want, got)
+        river.learn_one(x, float(y[i]))
+        ours.learn_batch(X[i:i + 1], y[i:i + 1])
+        if i == len(y) // 2:
+            ours = pickle.loads(pickle.dumps(ours))
+    assert ours.learned == len(y) and abs(ours.predict_one({}) - river.predict_one({})) < 1e-9
+
+
+def _canonical(model: object) -> dict[str, object]:
+    """A model's state by value (pickled bytes also encode which objects are shared)."""
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in vars(model).items()}
+
+
+def test_outputs_do_not_depend_on_how_rows_are_grouped_into_calls() -> None:
+    """The flow hands the learner one row (live) or dozens (replay) per call; stream/batch
+    parity and kill -9 recovery need every output bit-identical either way."""
+    trades = MarketSimulator(["BTC/USD"], seed=5, params=SimParams(rate=3, flow_impact=0.3)).next_trades(30_000)
+    feats = run_batch(trades, 5, 0.0, online_model="off").features
+    rng = np.random.default_rng(0)
+
+    def drive(sizes: list[int]) -> tuple[list[object], str]:
+        learner = OnlineLearner("BTC/USD", H, "linear", snapshot_every=120)
+        got: list[list[object]] = [[], [], [], []]
+        i = 0
+        for k in sizes:
+            out = learner.on_rows(feats[i:i + k])
+            for part, new in zip(got, (out.online, out.metrics, out.drift_events, out.snapshots), strict=True):
+                part.extend(new)
+            i += k
+            if rng.random() < 0.1:  # recovery: resume from a pickle
+                learner = pickle.loads(pickle.dumps(learner))
+        got[3] = [(meta, _canonical(pickle.loads(payload))) for payload, meta in got[3]]  # type: ignore[misc]
+        flat = [x for part in got for x in part]
+        state = (_canonical(learner.model), learner.samples_seen, learner.learned, learner.skipped_values,
+                 learner.label_sq, learner.batch_y, sorted(learner.pending), learner.stats)
+        return flat, repr((flat, state))  # repr: exact floats, and NaN fields compare equal
+
+    ones = drive([1] * len(feats))
+    for _ in range(3):
+        sizes = rng.integers(1, 90, len(feats)).tolist()
+        while sum(sizes) > len(feats):
+            sizes.pop()
+        sizes.append(len(feats) - sum(sizes))
+        assert drive(sizes)[1] == ones[1]
+    assert sum(1 for x in ones[0] if isinstance(x, tuple) and len(x) == 2) > 10  # snapshots were taken
+    assert sum(1 for x in ones[0] if type(x).__name__ == "DriftEvent") > 0

@@ -2,177 +2,134 @@
 when its label has matured.
 
 For one symbol, :class:`OnlineLearner` receives feature rows in event-time order
-(one per candle, empty windows included). At row ``t`` it
+(one per candle, empty windows included), a block at a time (:meth:`OnlineLearner.on_rows`:
+the rows one call of the flow produced — one live, dozens in a replay). At row ``t`` it
 
 1. **matures** the prediction made at ``t - horizon``: its label is the close at
    ``t`` (the very row just received), so it was not knowable before ``t``; the model
-   learns ``(x captured at t - horizon, label)`` and the model and both baselines
-   (persistence = the price at prediction time; mean of the last 10 closes) are
-   scored on exactly that label;
+   and both baselines (persistence = the price at prediction time; mean of the last 10
+   closes) are scored on exactly that label, and ``(x captured at t - horizon, label)``
+   joins the model's next mini-batch;
 2. **predicts** the log-return to ``t + horizon`` from the inputs at ``t`` and keeps
    ``x`` until that label matures.
 
 So a label is never learned before its horizon has passed in event time (tested),
 and every prediction is scored against a price the model could not have seen.
 
-Inputs are scaled (River ``StandardScaler``); non-finite input values are left out
-of the (sparse) input and counted, so the model predicts from the first candle with
-whatever indicators are already warm; non-finite predictions are skipped and counted; predictions are clipped to ``clip_sigmas`` standard deviations
-of the labels seen so far, so one wild step cannot produce an absurd price.
+**Mini-batches.** The model learns every ``LEARN_EVERY`` (12) matured labels at once
+(the default ``linear`` model; River's other kinds learn each label as it matures):
+a prediction uses the model as of the last completed mini-batch, at most 11 labels
+older than per-row learning would. That is what makes the per-candle cost small on
+thin markets (~10 trades per candle), where the model's per-row work used to be most
+of the flow's: rows between two mini-batches are predicted with one vectorised call.
+A row's outputs do not depend on how rows are grouped into calls (tested bit for bit:
+stream/batch parity and kill -9 recovery rely on it). The accuracy cost of learning in
+mini-batches is measured in ``benchmarks/bench_online.py``.
 
-Cost per candle. On thin markets (~10 trades per candle) the model's per-row work is most
-of the flow's, so the default model (``StandardScaler | BayesianLinearRegression``) runs
-through :class:`_LinearFastPath`: River's own arithmetic on River's own state, in one
-pass per row instead of River's generic pipeline (transform dicts, numpy scalar
-indexing). Predictions, learned state and pickled snapshots are bit-identical to
-``model.predict_one`` / ``model.learn_one`` (tested on thousands of rows with warm-up
-gaps); any other model, or a River whose internals differ, takes the generic path.
+Inputs (:func:`tickcast.model_inputs.input_block`) are standardised online; a
+non-finite input value counts as missing (the model predicts from the first candle
+with whatever indicators are already warm); predictions are clipped to
+``clip_sigmas`` standard deviations of the labels seen so far, so one wild step
+cannot produce an absurd price. ``model_metrics`` rows are written every
+``METRICS_EVERY`` (12) matured labels (running figures: nothing is lost between rows).
 """
 
 from __future__ import annotations
 
 import math
+import pickle
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tickcast.model_inputs import model_inputs, price_from_return, target_bps
+import numpy as np
+
+from tickcast.bayes_linear import BayesLinear
+from tickcast.model_inputs import input_block, input_names
 from tickcast.schema import DriftEvent, FeatureRow, ModelMetrics, Prediction
 
 BASELINES = ("persistence", "mean_last_10")
+LEARN_EVERY = 12  # matured labels per mini-batch of the default model
+METRICS_EVERY = 12  # model_metrics rows: one per model every this many matured labels
 
 
-def _linear(seed: int) -> Any:
-    from river import linear_model, preprocessing
-
+def _linear(seed: int, names: Sequence[str]) -> Any:
     # beta = noise precision of the label: 60 s log-returns of ~8 bps -> 1/60 bps^-2
-    return preprocessing.StandardScaler() | linear_model.BayesianLinearRegression(alpha=1.0, beta=1 / 60)
+    return BayesLinear(names, alpha=1.0, beta=1 / 60)
 
 
-def _sgd(seed: int) -> Any:
+def _sgd(seed: int, names: Sequence[str]) -> Any:
     from river import linear_model, optim, preprocessing
 
     return preprocessing.StandardScaler() | linear_model.LinearRegression(
         optimizer=optim.SGD(0.005), intercept_lr=0.001, l2=1e-3)
 
 
-def _arf(seed: int) -> Any:
+def _arf(seed: int, names: Sequence[str]) -> Any:
     from river import forest, preprocessing
 
     return preprocessing.StandardScaler() | forest.ARFRegressor(n_models=5, seed=seed)
 
 
-def _knn(seed: int) -> Any:
+def _knn(seed: int, names: Sequence[str]) -> Any:
     from river import neighbors, preprocessing
 
     return preprocessing.StandardScaler() | neighbors.KNNRegressor(n_neighbors=10)
 
 
-#: The online model kinds: name -> factory(seed) of a fresh River regressor, inputs
-#: standardised online. THE table: ``TICKCAST_ONLINE_MODEL``, ``--online-model`` and the
-#: snapshots' ``model_kind`` all take their names from here, so a new kind is one entry.
+#: The online model kinds: name -> factory(seed, input names) of a fresh regressor
+#: with River's ``predict_one(x)`` (the registry serves snapshots through it), inputs
+#: standardised online. THE table: ``TICKCAST_ONLINE_MODEL``, ``--online-model`` and
+#: the snapshots' ``model_kind`` all take their names from here, so a new kind is one
+#: entry. A model with ``learn_batch(X, y)`` / ``predict_block(X)`` (numpy, NaN =
+#: missing input) learns in mini-batches of ``LEARN_EVERY``; any other River regressor
+#: learns and predicts one dict at a time.
 #:
-#: ``linear`` (default) is River's Bayesian linear regression: an exact online ridge with
+#: ``linear`` (default) is Bayesian linear regression (:class:`tickcast.bayes_linear.BayesLinear`,
+#: River's ``StandardScaler | BayesianLinearRegression`` in numpy): an exact online ridge with
 #: no learning rate to tune, whose predictions stay near zero until the data support a
 #: signal. Measured on simulated BTC/USD (3,008 matured 60-s labels, 10-s candles; skill =
-#: 1 - MAE/MAE_persistence) with flow_impact 0 / 0.3 / 2.0: linear -0.020 / +0.034 /
-#: +0.317; sgd (lr 0.005) -0.169 / -0.105 / +0.242; arf (5 trees, ~7x slower) -0.055 /
-#: -0.004 / +0.234; knn -0.119 / -0.073 / +0.253.
-MODEL_KINDS: dict[str, Callable[[int], Any]] = {"linear": _linear, "sgd": _sgd, "arf": _arf, "knn": _knn}
+#: 1 - MAE/MAE_persistence) with flow_impact 0 / 0.3 / 2.0 (River, per-row learning):
+#: linear -0.020 / +0.034 / +0.317; sgd (lr 0.005) -0.169 / -0.105 / +0.242; arf (5 trees,
+#: ~7x slower) -0.055 / -0.004 / +0.234; knn -0.119 / -0.073 / +0.253.
+MODEL_KINDS: dict[str, Callable[[int, Sequence[str]], Any]] = {
+    "linear": _linear, "sgd": _sgd, "arf": _arf, "knn": _knn}
 
 
-def make_model(kind: str, seed: int = 42) -> Any:
-    """A fresh River regressor of the given kind (a key of :data:`MODEL_KINDS`)."""
+def make_model(kind: str, seed: int = 42, names: Sequence[str] = ()) -> Any:
+    """A fresh regressor of the given kind (a key of :data:`MODEL_KINDS`) over ``names``."""
     try:
         factory = MODEL_KINDS[kind]
     except KeyError:
         raise ValueError(f"model kind must be one of {', '.join(MODEL_KINDS)}; got {kind!r}") from None
-    return factory(seed)
+    return factory(seed, tuple(names))
 
 
-class _LinearFastPath:
-    """``predict_one`` / ``learn_one`` of River 0.26's ``StandardScaler() |
-    BayesianLinearRegression()`` (with_std, no window, no smoothing), bit for bit.
+class _PerRow:
+    """Block interface over a River regressor that learns and predicts one dict at a time."""
 
-    It reads and writes the River objects' own state (the scaler's ``counts``, ``means``,
-    ``vars``; the regression's ``_idx``, ``_ss_arr``, ``_ss_inv_arr``, ``_eta_arr``), doing
-    the same floating-point operations in the same order, so the model stays a plain
-    River pipeline (snapshots, pickles and every other use are unchanged). What differs
-    is only the overhead: no intermediate dicts, features learned and scaled in one
-    loop (each feature's update touches only its own statistics, so fusing the loops
-    changes nothing), the posterior mean read as Python floats."""
+    learn_every = 1
 
-    __slots__ = ("scaler", "reg", "_sm")
+    def __init__(self, model: Any, names: tuple[str, ...]) -> None:
+        self.model, self.names = model, names
 
-    def __init__(self, scaler: Any, reg: Any) -> None:
-        from river.utils.math import sherman_morrison
+    def _x(self, row: np.ndarray) -> dict[str, float]:
+        return {n: v for n, v in zip(self.names, row.tolist(), strict=True) if v == v}
 
-        self.scaler, self.reg, self._sm = scaler, reg, sherman_morrison
+    def predict_block(self, X: np.ndarray) -> np.ndarray:
+        return np.array([float(self.model.predict_one(self._x(r)) or 0.0) for r in X], dtype=np.float64)
 
-    @classmethod
-    def of(cls, model: Any) -> _LinearFastPath | None:
-        """The fast path for ``model``, or None if it is not exactly the supported pipeline."""
-        try:
-            from river import compose, linear_model, preprocessing
-        except ImportError:  # pragma: no cover
-            return None
-        if type(model) is not compose.Pipeline or len(model.steps) != 2:
-            return None
-        scaler, reg = model.steps.values()
-        if (type(scaler) is not preprocessing.StandardScaler or not scaler.with_std
-                or getattr(scaler, "window_size", None) is not None
-                or type(reg) is not linear_model.BayesianLinearRegression or reg.smoothing is not None
-                or not all(hasattr(reg, a) for a in ("_idx", "_ss_arr", "_ss_inv_arr", "_eta_arr", "_cap",
-                                                     "_ensure_m", "_ensure_features"))):
-            return None
-        if getattr(model, "_plan", None) is None and hasattr(model, "_build_plan"):
-            model._build_plan()  # the caches River's own first call builds: identical pickles
-        return cls(scaler, reg)
+    def learn_batch(self, X: np.ndarray, y: np.ndarray) -> None:
+        for r, yi in zip(X, y.tolist(), strict=True):
+            self.model.learn_one(self._x(r), yi)
 
-    def predict(self, x: dict[str, float]) -> float:
-        """``model.predict_one(x)`` (learn_during_predict off, River's default)."""
-        means, vars_ = self.scaler.means, self.scaler.vars
-        reg = self.reg
-        idx = reg._idx
-        if not idx:
-            for f in x:
-                vars_[f]  # noqa: B018 - River's transform_one reads (and so creates) each entry
-            return 0.0
-        reg._ensure_m()
-        m = reg._m_arr.tolist()
-        y = 0.0
-        for f, xi in x.items():
-            v = vars_[f]
-            z = (xi - means[f]) / v**0.5 if v else 0.0
-            i = idx.get(f)
-            if i is not None:
-                y += m[i] * z
-        return y
 
-    def learn(self, x: dict[str, float], y: float) -> None:
-        """``model.learn_one(x, y)``."""
-        import numpy as np
-
-        sc, reg = self.scaler, self.reg
-        counts, means, vars_ = sc.counts, sc.means, sc.vars
-        reg._ensure_features(x.keys())
-        idx = reg._idx
-        buf = [0.0] * reg._cap
-        for f, xi in x.items():
-            counts[f] += 1
-            n = counts[f]
-            old = means[f]
-            mean = means[f] = old + (xi - old) / n
-            var = vars_[f]
-            var = vars_[f] = var + ((xi - old) * (xi - mean) - var) / n
-            buf[idx[f]] = (xi - mean) / var**0.5 if var else 0.0
-        x_arr = np.array(buf, dtype=np.float64)
-        bx = reg.beta * x_arr
-        reg._ss_arr += np.outer(bx, x_arr)
-        self._sm(A=reg._ss_inv_arr, u=bx, v=x_arr)
-        reg._eta_arr += bx * y
-        reg._m_dirty = True
+def _block_model(model: Any, names: tuple[str, ...]) -> Any:
+    if hasattr(model, "learn_batch") and hasattr(model, "predict_block"):
+        model.learn_every = LEARN_EVERY
+        return model
+    return _PerRow(model, names)
 
 
 @dataclass
@@ -225,42 +182,48 @@ class ErrorStats:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
-    ts_us: int
-    x: dict[str, float]
+    """A prediction waiting for its label (its inputs, the price then, the baselines')."""
+
+    x: np.ndarray  # model inputs at prediction time (NaN = missing)
     price: float
     mean10: float
-    predicted_bps: float
-    predicted_price: float
+    predicted_bps: float = math.nan  # NaN: the model made no finite prediction
+    predicted_price: float = math.nan
 
 
 @dataclass
 class LearnOutput:
-    predictions: list[Prediction] = field(default_factory=list)
+    online: list[Prediction | None] = field(default_factory=list)  # aligned with the rows given
     metrics: list[ModelMetrics] = field(default_factory=list)
     drift_events: list[DriftEvent] = field(default_factory=list)
-    snapshot_due: bool = False
+    snapshots: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)  # (pickled model, meta)
+
+    @property
+    def predictions(self) -> list[Prediction]:
+        return [p for p in self.online if p is not None]
 
 
 class OnlineLearner:
-    """Predict-now, learn-at-maturity River model of ONE symbol (picklable).
+    """Predict-now, learn-at-maturity online model of ONE symbol (picklable).
 
-    Feed it the symbol's feature rows in event-time order; each call returns what that
-    row produced. With 10-s rows and a 20-s horizon, the prediction made at row ``i``
-    is learned and scored at row ``i + 2``, when its label (that row's close) exists:
+    Feed it the symbol's feature rows in event-time order, as many per call as there
+    are; each call returns what those rows produced. With 10-s rows and a 20-s horizon,
+    the prediction made at row ``i`` is scored at row ``i + 2``, when its label (that
+    row's close) exists, and learned with the mini-batch it completes:
 
     >>> import math
     >>> from tickcast.schema import FeatureRow
     >>> learner = OnlineLearner("X/USD", horizon_seconds=20)
-    >>> for i in range(100):
-    ...     row = FeatureRow("X/USD", (i + 1) * 10_000_000, 100.0 + math.sin(i / 5),
-    ...                      {"ret_1": math.cos(i / 5) / 500})
-    ...     out = learner.on_row(row)
-    >>> learner.samples_seen  # the last two predictions have not matured yet
-    98
-    >>> out.predictions[0].model_name, [m.model_name for m in out.metrics]
-    ('river-linear', ['river-linear', 'persistence', 'mean_last_10'])
+    >>> rows = [FeatureRow("X/USD", (i + 1) * 10_000_000, 100.0 + math.sin(i / 5),
+    ...                    {"ret_1": math.cos(i / 5) / 500}) for i in range(300)]
+    >>> out = learner.on_rows(rows[:100])
+    >>> learner.samples_seen, learner.model.learned  # 2 not matured yet; learned in batches of 12
+    (98, 96)
+    >>> out.predictions[0].model_name, sorted({m.model_name for m in out.metrics})
+    ('river-linear', ['mean_last_10', 'persistence', 'river-linear'])
+    >>> out = learner.on_rows(rows[100:])
     >>> mae = {name: st.row()["mae"] for name, st in learner.stats.items()}
     >>> mae["river-linear"] < mae["persistence"]  # the sine is learnable: it beats "no change"
     True
@@ -270,18 +233,26 @@ class OnlineLearner:
                  snapshot_every: int = 360, clip_sigmas: float = 4.0) -> None:
         from river import drift
 
+        if kind not in MODEL_KINDS:
+            make_model(kind)  # the one error message for an unknown kind
         self.symbol = symbol
         self.kind = kind
+        self.seed = seed
         self.horizon_us = horizon_seconds * 1_000_000
         self.horizon_seconds = horizon_seconds
-        self.model = make_model(kind, seed)
+        self.model: Any = None  # built at the first row (its inputs name the model's columns)
+        self.raw_names: tuple[str, ...] = ()
         self.model_name = f"river-{kind}"
         self.pending: dict[int, Pending] = {}
+        self.batch_x: list[np.ndarray] = []  # matured, not yet learned
+        self.batch_y: list[float] = []
         self.closes: deque[float] = deque(maxlen=10)
         self.stats = {name: ErrorStats() for name in (self.model_name, *BASELINES)}
-        self.samples_seen = 0
+        self.samples_seen = 0  # matured labels (scored; learned once their mini-batch completes)
+        self.learned = 0
         self.skipped_nonfinite = 0  # rows not predicted: no finite input at all, or a bad price
         self.skipped_values = 0  # non-finite input values left out (indicators warming up)
+        self.nonfinite_predictions = 0  # rows whose prediction was not finite (not served, not scored)
         self.unmatured = 0  # predictions whose label never arrived (should stay 0)
         self.label_sq = 0.0  # running second moment of labels (bps^2), for clipping
         self.clip_sigmas = clip_sigmas
@@ -289,102 +260,193 @@ class OnlineLearner:
         self.detector = drift.ADWIN()  # type: ignore[no-untyped-call]
         self.drifts = 0
         self.last_ts_us: int | None = None
-        self._fast: _LinearFastPath | None = _LinearFastPath.of(self.model)
+        self.last_label_ts_us: int | None = None
+        self._block: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.pop("_fast", None)  # derived from the model; not part of the recovery state
+        state.pop("_block", None)  # derived from the model; not part of the recovery state
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "raw_names" not in state:  # a learner pickled before mini-batches: keep its model, per row
+            state.update(raw_names=(), batch_x=[], batch_y=[], learned=state.get("samples_seen", 0),
+                         nonfinite_predictions=0,
+                         seed=42, unmatured=state.get("unmatured", 0) + len(state.get("pending", {})),
+                         pending={})
         self.__dict__.update(state)
-        self._fast = _LinearFastPath.of(self.model)
+        self._block = None
 
     @property
     def version(self) -> str:
         """Lineage of this online model (the registry adds a version per snapshot)."""
         return f"{self.model_name}-online"
 
-    def _learn(self, p: Pending, label_price: float, ts_us: int, out: LearnOutput) -> None:
-        y = target_bps(p.price, label_price)
-        if not math.isfinite(y):
-            self.skipped_nonfinite += 1
-            return
-        fast = self._fast
-        if fast is not None:
-            fast.learn(p.x, y)
-        else:
-            self.model.learn_one(p.x, y)
-        self.samples_seen += 1
-        self.label_sq += y * y
+    def _start(self, row: FeatureRow) -> None:
+        if not self.raw_names:
+            self.raw_names = tuple(row.values)
+        names = input_names(self.raw_names)
+        if self.model is None:
+            self.model = make_model(self.kind, self.seed, names)
+        self._block = _block_model(self.model, names)
+
+    def _inputs(self, rows: Sequence[FeatureRow]) -> np.ndarray:
+        names = self.raw_names
+        nan = math.nan
+        raw = [list(r.values.values()) if tuple(r.values) == names else [r.values.get(n, nan) for n in names]
+               for r in rows]
+        X: np.ndarray = input_block(names, [r.close for r in rows], np.array(raw, dtype=np.float64).reshape(len(rows), -1))
+        return X
+
+    def on_row(self, row: FeatureRow) -> LearnOutput:
+        """One row (:meth:`on_rows` of a single row)."""
+        return self.on_rows((row,))
+
+    def on_rows(self, rows: Sequence[FeatureRow]) -> LearnOutput:
+        out = LearnOutput()
+        if not rows:
+            return out
+        if self._block is None:
+            self._start(rows[0])
+        block = self._block
+        X = self._inputs(rows)
+        ok = np.isfinite(X)
+        n_ok = ok.sum(axis=1).tolist()
+        width = X.shape[1]
+        h = self.horizon_us
+        pending, closes = self.pending, self.closes
+        every = block.learn_every
+        # 1. schedule (scalar, in row order): maturities, mini-batches, clip limits, pending entries
+        matured: list[tuple[Pending, float, float, int] | None] = []  # (entry, label bps, label price, n)
+        learn_at: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> mini-batch learned before its prediction
+        limits: list[float] = []
+        entries: list[Pending | None] = []
+        counts: list[tuple[int, int]] = []  # (skipped_nonfinite, skipped_values) after each row: snapshot metas
+        for i, row in enumerate(rows):
+            ts, close = row.ts_us, row.close
+            m = pending.pop(ts - h, None)
+            if pending:
+                cutoff = ts - h  # keys are in event-time order: stale ones are the first ones
+                stale = []
+                for k in pending:
+                    if k > cutoff:
+                        break
+                    stale.append(k)
+                for k in stale:  # a label that can no longer arrive (a gap in the rows)
+                    del pending[k]
+                    self.unmatured += 1
+            item = None
+            if m is not None:
+                y = math.log(close / m.price) * 1e4 if close > 0 and math.isfinite(close) else math.nan
+                if math.isfinite(y):
+                    self.samples_seen += 1
+                    item = (m, y, close, self.samples_seen)
+                    self.label_sq += y * y
+                    self.batch_x.append(m.x)
+                    self.batch_y.append(y)
+                    if len(self.batch_y) >= every:
+                        learn_at[i] = (np.array(self.batch_x), np.array(self.batch_y))
+                        self.batch_x, self.batch_y = [], []
+                else:
+                    self.skipped_nonfinite += 1
+            matured.append(item)
+            closes.append(close)
+            seen = self.samples_seen
+            limits.append(self.clip_sigmas * math.sqrt(self.label_sq / seen) if seen >= 30 else math.inf)
+            k = n_ok[i]
+            if k == 0 or not (close > 0 and math.isfinite(close)):
+                self.skipped_nonfinite += 1
+                entries.append(None)
+            else:
+                self.skipped_values += width - k
+                entries.append(Pending(X[i], close, sum(closes) / len(closes)))
+                pending[ts] = entries[-1]  # type: ignore[assignment]
+            counts.append((self.skipped_nonfinite, self.skipped_values))
+        # 2. segments between mini-batches: predict each with one call, then score row by row
+        starts = sorted({0, *learn_at})
+        ends = [*starts[1:], len(rows)]
         stats = self.stats
-        stats[self.model_name].add(p.predicted_price, label_price, p.price)
-        stats["persistence"].add(p.price, label_price, p.price)
-        stats["mean_last_10"].add(p.mean10, label_price, p.price)
-        symbol, horizon, append = self.symbol, self.horizon_seconds, out.metrics.append
-        for name, st in stats.items():
-            append(st.metrics_row(symbol, ts_us, name, horizon))
-        residual = abs(y - p.predicted_bps)
+        model_stats, pers, mean10 = stats[self.model_name], stats["persistence"], stats["mean_last_10"]
+        sym, hz, kind, mname, version = (self.symbol, self.horizon_seconds, f"online:{self.kind}",
+                                         self.model_name, self.version)
+        for a, b in zip(starts, ends, strict=True):
+            if a in learn_at:
+                Xb, yb = learn_at[a]
+                block.learn_batch(Xb, yb)
+                self.learned += len(yb)
+            if a == b:
+                continue
+            closes_seg = np.array([r.close for r in rows[a:b]], dtype=np.float64)
+            with np.errstate(invalid="ignore", over="ignore"):
+                y_hat = block.predict_block(X[a:b])
+                lim = np.array(limits[a:b], dtype=np.float64)
+                y_hat = np.minimum(np.maximum(y_hat, -lim), lim)
+                price = closes_seg * np.exp(y_hat / 1e4)
+            y_list, p_list = y_hat.tolist(), price.tolist()
+            for j in range(a, b):
+                row = rows[j]
+                item = matured[j]
+                if item is not None:
+                    m, y, label, seen = item
+                    if m.predicted_bps == m.predicted_bps:  # it made a prediction: score all on this label
+                        model_stats.add(m.predicted_price, label, m.price)
+                        pers.add(m.price, label, m.price)
+                        mean10.add(m.mean10, label, m.price)
+                        self.last_label_ts_us = row.ts_us
+                        if model_stats.n % METRICS_EVERY == 0:
+                            for name, st in stats.items():
+                                out.metrics.append(st.metrics_row(sym, row.ts_us, name, hz))
+                        self._drift(abs(y - m.predicted_bps), row.ts_us, seen, out)
+                    if self.snapshot_every and seen % self.snapshot_every == 0:
+                        out.snapshots.append(self._snapshot(row.ts_us, seen, counts[j]))
+                e = entries[j]
+                yh, pr = y_list[j - a], p_list[j - a]
+                if e is None or not (math.isfinite(yh) and math.isfinite(pr)):
+                    if e is not None:
+                        self.nonfinite_predictions += 1
+                    out.online.append(None)
+                    continue
+                e.predicted_bps, e.predicted_price = yh, pr
+                out.online.append(Prediction(sym, row.ts_us, version, hz, pr, kind, mname, row.close, yh / 1e4,
+                                             self.learned))
+        self.last_ts_us = rows[-1].ts_us
+        return out
+
+    def final_metrics(self) -> list[ModelMetrics]:
+        """The ``model_metrics`` rows of the newest label if it was not written yet (rows are
+        written every ``METRICS_EVERY`` labels): at the end of a replay, so the table ends
+        at the exact final figures."""
+        n = self.stats[self.model_name].n
+        ts = getattr(self, "last_label_ts_us", None)
+        if not n or n % METRICS_EVERY == 0 or ts is None:
+            return []
+        return [st.metrics_row(self.symbol, ts, name, self.horizon_seconds) for name, st in self.stats.items()]
+
+    def _drift(self, residual: float, ts_us: int, seen: int, out: LearnOutput) -> None:
         self.detector.update(residual)  # type: ignore[no-untyped-call]
         if self.detector.drift_detected:
             self.drifts += 1
             out.drift_events.append(DriftEvent(
                 self.symbol, ts_us, self.version, "ADWIN(abs residual bps)",
-                f"drift #{self.drifts} after {self.samples_seen} samples; "
+                f"drift #{self.drifts} after {seen} samples; "
                 f"recent MAE {self.stats[self.model_name].row()['mae_recent']:.4g}",
             ))
-        if self.snapshot_every and self.samples_seen % self.snapshot_every == 0:
-            out.snapshot_due = True
 
-    def on_row(self, row: FeatureRow) -> LearnOutput:
-        out = LearnOutput()
-        ts = row.ts_us
-        self.last_ts_us = ts
-        # 1. mature: the label of the prediction made at ts - horizon is this close
-        matured = self.pending.pop(ts - self.horizon_us, None)
-        if matured is not None:
-            self._learn(matured, row.close, ts, out)
-        pending = self.pending
-        if pending:
-            # keys are inserted in event-time order, so the stale ones are the first ones
-            cutoff = ts - self.horizon_us
-            stale = []
-            for k in pending:
-                if k > cutoff:
-                    break
-                stale.append(k)
-            for k in stale:  # a label that can no longer arrive (a gap in the rows)
-                del pending[k]
-                self.unmatured += 1
-        # 2. predict from what is known at ts
-        self.closes.append(row.close)
-        x = model_inputs(row.close, row.values, partial=True)
-        if not x:
-            self.skipped_nonfinite += 1
-            return out
-        if len(x) < len(row.values):
-            self.skipped_values += len(row.values) - len(x)
-        fast = self._fast
-        y_hat = float((fast.predict(x) if fast is not None else self.model.predict_one(x)) or 0.0)
-        if not math.isfinite(y_hat):
-            self.skipped_nonfinite += 1
-            return out
-        if self.samples_seen >= 30:
-            limit = self.clip_sigmas * math.sqrt(self.label_sq / self.samples_seen)
-            y_hat = max(-limit, min(limit, y_hat))
-        price = price_from_return(row.close, y_hat)
-        self.pending[ts] = Pending(ts, x, row.close, sum(self.closes) / len(self.closes), y_hat, price)
-        out.predictions.append(Prediction(
-            self.symbol, ts, self.version, self.horizon_seconds, price, f"online:{self.kind}", self.model_name,
-            row.close, y_hat / 1e4, self.samples_seen,
-        ))
-        return out
+    def _snapshot(self, ts_us: int, seen: int, skipped: tuple[int, int]) -> tuple[bytes, dict[str, Any]]:
+        """The model as it is when the ``seen``-th label matures at ``ts_us`` (mid-block;
+        ``skipped``: the skip counters as they were then)."""
+        meta = self.snapshot_meta()
+        meta.update(samples_seen=seen, skipped_nonfinite=skipped[0] + self.nonfinite_predictions,
+                    skipped_values=skipped[1], source_position={"last_feature_ts_us": ts_us})
+        return pickle.dumps(self.model, protocol=5), meta
 
     def snapshot_meta(self) -> dict[str, Any]:
         return {
             "model_kind": f"online:{self.kind}", "symbol": self.symbol, "lineage": self.version,
             "horizon_seconds": self.horizon_seconds, "samples_seen": self.samples_seen,
-            "skipped_nonfinite": self.skipped_nonfinite, "skipped_values": self.skipped_values,
+            "learned": self.learned,
+            "skipped_nonfinite": self.skipped_nonfinite + self.nonfinite_predictions,
+            "skipped_values": self.skipped_values,
             "drifts": self.drifts,
             "metrics": {k: v.row() for k, v in self.stats.items()},
             "source_position": {"last_feature_ts_us": self.last_ts_us},

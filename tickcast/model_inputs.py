@@ -16,6 +16,7 @@ up and do not transfer across symbols or regimes.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from math import isfinite, log, log1p
@@ -123,6 +124,41 @@ def _vector() -> dict[int, Any]:
         _LOG: lambda v, c: np.log1p(np.maximum(v, 0.0)),
         _AS_IS: lambda v, c: v,
     }
+
+
+def input_names(raw_names: tuple[str, ...]) -> tuple[str, ...]:
+    """The model-input names of feature columns ``raw_names`` (in the same order)."""
+    return tuple(_rule(n)[0] for n in raw_names)
+
+
+@functools.lru_cache(maxsize=16)
+def _kind_columns(raw_names: tuple[str, ...]) -> tuple[tuple[int, list[int]], ...]:
+    groups: dict[int, list[int]] = {}
+    for j, name in enumerate(raw_names):
+        groups.setdefault(_rule(name)[1], []).append(j)
+    return tuple(groups.items())
+
+
+def input_block(raw_names: tuple[str, ...], close: Any, raw: Any) -> Any:
+    """Vectorised :func:`model_inputs` (``partial=True``) over a block of rows: ``raw`` is
+    the rows x ``raw_names`` array of feature values, ``close`` the rows' prices; returns
+    the inputs array, NaN where the row-wise function leaves an input out (a row whose
+    price is not positive is all NaN). Elementwise only, so a row's inputs do not depend
+    on the other rows of the block."""
+    import numpy as np
+
+    if not _VECTOR:
+        _VECTOR.update(_vector())
+    close = np.asarray(close, dtype=np.float64)
+    raw = np.asarray(raw, dtype=np.float64)
+    out = np.empty_like(raw)
+    c = close[:, None]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for kind, cols in _kind_columns(raw_names):
+            out[:, cols] = _VECTOR[kind](raw[:, cols], c)
+        out[~np.isfinite(out)] = np.nan
+        out[~((close > 0) & np.isfinite(close))] = np.nan
+    return out
 
 
 def model_inputs_frame(close: Any, values: Any) -> Any:

@@ -8,7 +8,6 @@ training and the stream/batch parity test. Nothing here imports Bytewax.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +72,23 @@ class ModelSnapshot:
     meta: dict[str, Any]
 
 
+def _board_rows(board: LiveBoard, rows: list[FeatureRow], online: list[Prediction | None], production: Any) -> Any:
+    # TEMPORARY until LiveBoard.on_rows lands
+    preds: list[Prediction] = []
+    metrics: list[ModelMetrics] = []
+    served: list[Prediction | None] = []
+    for row, o in zip(rows, online, strict=True):
+        bo = board.on_row(row, o, production)
+        served.append(bo.online if bo.online is not None else o)
+        preds.extend(bo.predictions)
+        metrics.extend(bo.metrics)
+
+    class _Out:
+        predictions, online = preds, served
+    _Out.metrics = metrics  # type: ignore[attr-defined]
+    return _Out
+
+
 def late_dead_letter(t: Trade, emitted_until_us: int | None, lateness_us: int, now_us: int) -> DeadLetter:
     raw = trade_json(t)
     until = safe_iso(emitted_until_us) if emitted_until_us is not None else "?"
@@ -134,34 +150,25 @@ class SymbolPipeline:
         if board is None and learner is not None:  # state recovered from before the scoreboard existed
             board = self.board = LiveBoard(self.symbol, learner.horizon_seconds,
                                            levels=getattr(self, "interval_levels", (0.8, 0.95)))
-        prod = getattr(self, "production", None)
-        for c in candles:
-            row = update(c)
-            out.features.append(row)
-            if learner is not None:
-                lo = learner.on_row(row)
-                if board is not None:
-                    bo = board.on_row(row, lo.predictions[-1] if lo.predictions else None,
-                                      prod(self.symbol) if prod is not None else None)
-                    if bo.online is not None:
-                        lo.predictions[-1] = bo.online  # with its prediction intervals
-                    out.predictions.extend(lo.predictions)
-                    out.predictions.extend(bo.predictions)
-                    out.metrics.extend(lo.metrics)
-                    out.metrics.extend(bo.metrics)
-                else:
-                    out.predictions.extend(lo.predictions)
-                    out.metrics.extend(lo.metrics)
-                out.drift_events.extend(lo.drift_events)
-                if lo.snapshot_due:
-                    out.snapshots.append(self.snapshot_model())
-        if board is not None and candles:
+        rows = [update(c) for c in candles]
+        out.features.extend(rows)
+        if learner is None or not rows:
+            return out
+        lo = learner.on_rows(rows)
+        online = lo.online
+        if board is not None:
+            prod = getattr(self, "production", None)
+            bo = _board_rows(board, rows, online, prod(self.symbol) if prod is not None else None)
+            online = bo.online  # with their prediction intervals
+        out.predictions.extend(p for p in online if p is not None)
+        out.metrics.extend(lo.metrics)
+        if board is not None:
+            out.predictions.extend(bo.predictions)
+            out.metrics.extend(bo.metrics)
             out.selection = [board.state()]
+        out.drift_events.extend(lo.drift_events)
+        out.snapshots.extend(ModelSnapshot(self.symbol, payload, meta) for payload, meta in lo.snapshots)
         return out
-
-    def snapshot_model(self) -> ModelSnapshot:
-        assert self.learner is not None
-        return ModelSnapshot(self.symbol, pickle.dumps(self.learner.model, protocol=5), self.learner.snapshot_meta())
 
     def _plausible(self, trades: list[Trade], now_us: int, out: StepOutput) -> list[Trade]:
         """Refuse (as dead letters) trades whose id jumps more than MAX_TRADE_ID_JUMP above
@@ -215,7 +222,10 @@ class SymbolPipeline:
         return self._candles(self.windower.close_until(watermark_us), StepOutput())
 
     def on_eof(self) -> StepOutput:
-        return self._candles(self.windower.flush(), StepOutput())
+        out = self._candles(self.windower.flush(), StepOutput())
+        if self.learner is not None:  # the exact final figures (metrics rows are written every 12 labels)
+            out.metrics.extend(self.learner.final_metrics())
+        return out
 
 
 def run_batch(
@@ -242,6 +252,8 @@ def run_batch(
     >>> btc = {m.model_name: m for m in out.metrics if m.symbol == "BTC/USD"}  # newest per model
     >>> sorted(btc), {m.n for m in btc.values()}  # model and baselines, scored on the same labels
     (['mean_last_10', 'persistence', 'river-linear'], {190})
+    >>> sum(m.model_name == "river-linear" for m in out.metrics if m.symbol == "BTC/USD")  # every 12 labels + final
+    16
     """
     lat_us = int(round(lateness_seconds * 1_000_000))
     pipes: dict[str, SymbolPipeline] = {}
