@@ -61,9 +61,8 @@ class BayesLinear:
 
     def _fold(self) -> None:
         """Fold the scaler into the weights: y = sum_i w_i (x_i - mean_i)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            std = np.sqrt(self.var)
-            self.w = np.where(std > 0, self.coef / std, 0.0)
+        std = np.sqrt(self.var)
+        self.w = np.divide(self.coef, std, out=np.zeros_like(std), where=std > 0)
 
     def learn_batch(self, X: np.ndarray, y: np.ndarray) -> None:
         """Learn the rows of ``X`` (NaN = missing input) with targets ``y`` at once."""
@@ -71,18 +70,16 @@ class BayesLinear:
         y = np.asarray(y, dtype=np.float64)
         ok = np.isfinite(X)
         nb = ok.sum(axis=0).astype(np.float64)
-        Xz = np.where(ok, X, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mb = np.where(nb > 0, Xz.sum(axis=0) / nb, 0.0)
-            dev = np.where(ok, X - mb, 0.0)
-            m2b = (dev * dev).sum(axis=0)
-            n = self.count + nb
-            delta = mb - self.mean
-            mean = np.where(n > 0, self.mean + delta * nb / n, 0.0)
-            m2 = self.var * self.count + m2b + delta * delta * self.count * nb / n
-            var = np.where(n > 0, m2 / n, 0.0)
-            std = np.sqrt(var)
-            Z = np.where(ok & (std > 0), (X - mean) / std, 0.0)
+        n = self.count + nb
+        safe_n = np.maximum(n, 1.0)  # a column never seen keeps mean 0, variance 0
+        mb = np.where(ok, X, 0.0).sum(axis=0) / np.maximum(nb, 1.0)  # the batch's own mean and spread
+        dev = np.where(ok, X - mb, 0.0)
+        delta = mb - self.mean  # Chan et al.'s merge of two (count, mean, M2) summaries
+        mean = self.mean + delta * nb / safe_n
+        var = (self.var * self.count + (dev * dev).sum(axis=0) + delta * delta * self.count * nb / safe_n) / safe_n
+        std = np.sqrt(var)
+        inv = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
+        Z = np.where(ok, (X - mean) * inv, 0.0)
         bZ = self.beta * Z
         prec = self.prec + bZ.T @ Z
         eta = self.eta + bZ.T @ y

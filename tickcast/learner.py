@@ -125,9 +125,9 @@ class _PerRow:
             self.model.learn_one(self._x(r), yi)
 
 
-def _block_model(model: Any, names: tuple[str, ...]) -> Any:
+def _block_model(model: Any, names: tuple[str, ...], learn_every: int) -> Any:
     if hasattr(model, "learn_batch") and hasattr(model, "predict_block"):
-        model.learn_every = LEARN_EVERY
+        model.learn_every = learn_every
         return model
     return _PerRow(model, names)
 
@@ -230,7 +230,7 @@ class OnlineLearner:
     """
 
     def __init__(self, symbol: str, horizon_seconds: int, kind: str = "linear", seed: int = 42,
-                 snapshot_every: int = 360, clip_sigmas: float = 4.0) -> None:
+                 snapshot_every: int = 360, clip_sigmas: float = 4.0, learn_every: int = LEARN_EVERY) -> None:
         from river import drift
 
         if kind not in MODEL_KINDS:
@@ -256,6 +256,7 @@ class OnlineLearner:
         self.unmatured = 0  # predictions whose label never arrived (should stay 0)
         self.label_sq = 0.0  # running second moment of labels (bps^2), for clipping
         self.clip_sigmas = clip_sigmas
+        self.learn_every = learn_every  # mini-batch size of a model that learns in blocks
         self.snapshot_every = snapshot_every
         self.detector = drift.ADWIN()  # type: ignore[no-untyped-call]
         self.drifts = 0
@@ -270,7 +271,7 @@ class OnlineLearner:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "raw_names" not in state:  # a learner pickled before mini-batches: keep its model, per row
-            state.update(raw_names=(), batch_x=[], batch_y=[], learned=state.get("samples_seen", 0),
+            state.update(raw_names=(), batch_x=[], batch_y=[], learned=state.get("samples_seen", 0), learn_every=1,
                          nonfinite_predictions=0,
                          seed=42, unmatured=state.get("unmatured", 0) + len(state.get("pending", {})),
                          pending={})
@@ -288,7 +289,7 @@ class OnlineLearner:
         names = input_names(self.raw_names)
         if self.model is None:
             self.model = make_model(self.kind, self.seed, names)
-        self._block = _block_model(self.model, names)
+        self._block = _block_model(self.model, names, getattr(self, "learn_every", LEARN_EVERY))
 
     def _inputs(self, rows: Sequence[FeatureRow]) -> np.ndarray:
         names = self.raw_names
