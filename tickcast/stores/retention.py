@@ -19,7 +19,7 @@ table                 days       why
 ``news``              forever    scored headlines: the news group's training history
 ``news_features``     forever    news features at each item's time (dashboards)
 ``predictions``       90         online predictions: recent accuracy is what matters
-``model_metrics``     90         three rows per matured label: the largest table
+``model_metrics``     90         a row per model every 12 matured labels
 ``drift_events``      365        rare; kept a year for post-mortems
 ``ingest_stats``      90         connection counters per interval
 ``dead_letters``      30         bad input and late trades: for debugging the feed
