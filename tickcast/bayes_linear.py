@@ -36,6 +36,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -57,43 +58,41 @@ class BayesLinear:
         self.coef = np.zeros(d)  # posterior mean m (on standardised inputs)
         self.learned = 0
         self.refused = 0  # batches whose update was not finite (left out)
-        self._fold()
-
-    def _fold(self) -> None:
-        """Fold the scaler into the weights: y = sum_i w_i (x_i - mean_i)."""
-        std = np.sqrt(self.var)
-        self.w = np.divide(self.coef, std, out=np.zeros_like(std), where=std > 0)
+        self.w = np.zeros(d)  # the scaler folded into the weights: y = sum_i w_i (x_i - mean_i)
 
     def learn_batch(self, X: np.ndarray, y: np.ndarray) -> None:
         """Learn the rows of ``X`` (NaN = missing input) with targets ``y`` at once."""
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         ok = np.isfinite(X)
-        nb = ok.sum(axis=0).astype(np.float64)
+        seen = ok.astype(np.float64)
+        ones = np.ones(len(X))
+        # the scaler: merge the batch into (count, mean, M2) — column sums as products with
+        # ones (deterministic for a given batch, and cheaper than reductions at this size)
+        D = np.where(ok, X - self.mean, 0.0)  # deviations from the old mean, 0 where missing
+        s1 = ones @ D
+        nb = ones @ seen
         n = self.count + nb
-        safe_n = np.maximum(n, 1.0)  # a column never seen keeps mean 0, variance 0
-        mb = np.where(ok, X, 0.0).sum(axis=0) / np.maximum(nb, 1.0)  # the batch's own mean and spread
-        dev = np.where(ok, X - mb, 0.0)
-        delta = mb - self.mean  # Chan et al.'s merge of two (count, mean, M2) summaries
-        mean = self.mean + delta * nb / safe_n
-        var = (self.var * self.count + (dev * dev).sum(axis=0) + delta * delta * self.count * nb / safe_n) / safe_n
-        std = np.sqrt(var)
+        delta = s1 / np.maximum(n, 1.0)  # mean moves by this; a column never seen stays at 0
+        mean = self.mean + delta
+        var = (self.var * self.count + ones @ (D * D) - s1 * delta) / np.maximum(n, 1.0)
+        std = np.sqrt(np.maximum(var, 0.0))
         inv = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
-        Z = np.where(ok, (X - mean) * inv, 0.0)
+        Z = (D - delta * seen) * inv  # (x - new mean) / new std, 0 where missing
         bZ = self.beta * Z
         prec = self.prec + bZ.T @ Z
         eta = self.eta + bZ.T @ y
         try:
             coef = np.linalg.solve(prec, eta)
         except np.linalg.LinAlgError:
-            coef = np.full_like(eta, np.nan)
-        if not (np.isfinite(coef).all() and np.isfinite(var).all()):
+            coef = eta * np.nan
+        if not (math.isfinite(float(coef @ coef)) and math.isfinite(float(var @ var))):
             self.refused += 1  # a hostile value: keep the model as it was
             return
         self.count, self.mean, self.var = n, mean, var
         self.prec, self.eta, self.coef = prec, eta, coef
         self.learned += len(y)
-        self._fold()
+        self.w = coef * inv  # the scaler folded into the weights: y = sum_i w_i (x_i - mean_i)
 
     def predict_block(self, X: np.ndarray) -> np.ndarray:
         """Predictions of the rows of ``X`` (NaN = missing input: contributes 0)."""
@@ -112,10 +111,3 @@ class BayesLinear:
 
     def __repr__(self) -> str:
         return f"BayesLinear({len(self.names)} inputs, alpha={self.alpha:g}, beta={self.beta:g}, learned={self.learned})"
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "w"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._fold()
