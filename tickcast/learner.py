@@ -41,6 +41,7 @@ from tickcast.model_inputs import model_inputs, price_from_return, target_bps
 from tickcast.schema import DriftEvent, FeatureRow, ModelMetrics, Prediction
 
 BASELINES = ("persistence", "mean_last_10")
+METRICS_EVERY = 12  # model_metrics rows: one per model every this many matured labels
 
 
 def _linear(seed: int) -> Any:

@@ -135,26 +135,25 @@ class SymbolPipeline:
             board = self.board = LiveBoard(self.symbol, learner.horizon_seconds,
                                            levels=getattr(self, "interval_levels", (0.8, 0.95)))
         prod = getattr(self, "production", None)
+        rows, online = [], []  # the scoreboard takes the call's rows at once (LiveBoard.on_rows)
         for c in candles:
             row = update(c)
             out.features.append(row)
             if learner is not None:
                 lo = learner.on_row(row)
                 if board is not None:
-                    bo = board.on_row(row, lo.predictions[-1] if lo.predictions else None,
-                                      prod(self.symbol) if prod is not None else None)
-                    if bo.online is not None:
-                        lo.predictions[-1] = bo.online  # with its prediction intervals
-                    out.predictions.extend(lo.predictions)
-                    out.predictions.extend(bo.predictions)
-                    out.metrics.extend(lo.metrics)
-                    out.metrics.extend(bo.metrics)
-                else:
-                    out.predictions.extend(lo.predictions)
-                    out.metrics.extend(lo.metrics)
+                    rows.append(row)
+                    online.append(lo.predictions.pop() if lo.predictions else None)
+                out.predictions.extend(lo.predictions)
+                out.metrics.extend(lo.metrics)
                 out.drift_events.extend(lo.drift_events)
                 if lo.snapshot_due:
                     out.snapshots.append(self.snapshot_model())
+        if board is not None and rows:
+            bo = board.on_rows(rows, online, prod(self.symbol) if prod is not None else None)
+            out.predictions.extend(o for o in bo.online if o is not None)  # with their prediction intervals
+            out.predictions.extend(bo.predictions)
+            out.metrics.extend(bo.metrics)
         if board is not None and candles:
             out.selection = [board.state()]
         return out
