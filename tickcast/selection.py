@@ -224,18 +224,20 @@ class Selector:
         new = sorted((first.get(n, 0) if first else 0, j, n) for j, n in enumerate(losses) if n not in self._names)
         out: list[str] = []
         i = 0
+        vals = None
         while i < k:
             step = min(k - i, r.check_every - self.labels % r.check_every, w)
             added = [n for f, _, n in new if f < i + step and n not in self._names]
             if added:
                 self._names.extend(added)
                 self._buf = np.concatenate((self._buf, np.full((len(added), 2 * w), math.nan)))
-            vals = np.full((len(self._names), step), math.nan)
-            for j, n in enumerate(self._names):
-                v = losses.get(n)
-                if v is not None:
-                    vals[j] = v[i:i + step]
-            self._pos = _ring_write(self._buf, self._pos, w, vals)
+            if vals is None or added:  # every record's losses of the block (NaN: none)
+                vals = np.full((len(self._names), k), math.nan)
+                for j, n in enumerate(self._names):
+                    v = losses.get(n)
+                    if v is not None:
+                        vals[j] = v
+            self._pos = _ring_write(self._buf, self._pos, w, vals[:, i:i + step])
             self.labels += step
             self._since_switch += step
             if self.labels % r.check_every == 0:
@@ -329,6 +331,7 @@ class IntervalTracker:
     def __post_init__(self) -> None:
         if len(self._z) != self.window:
             self._z = np.full(self.window, math.nan)
+        self._one_minus = np.array([1 - lv for lv in self.levels])
         for lv in self.levels:
             self._adj.setdefault(lv, 1 - lv)
 
@@ -339,6 +342,7 @@ class IntervalTracker:
             for i, v in enumerate(z, start=state["n"] - len(z)):
                 ring[i % state["window"]] = v
             state["_z"] = ring
+        state["_one_minus"] = np.array([1 - lv for lv in state["levels"]])
         self.__dict__.update(state)
 
     def add(self, sigma_then: float, bounds_then: float | dict[float, float] | None, err_bps: float) -> None:
@@ -365,16 +369,15 @@ class IntervalTracker:
             sigma_then, widths_then, err_bps = sigma_then[ok], widths_then[:, ok], err_bps[ok]
         e = np.abs(err_bps)
         z = e / sigma_then
-        i, k, g = 0, len(e), self.gamma
+        # ACI steps of every level and label (0 where no half-width was published: x + 0.0 == x)
+        fin = np.isfinite(widths_then)
+        steps = np.where(fin, self.gamma * (self._one_minus[:, None] - (e > widths_then)), 0.0).tolist()
+        i, k = 0, len(e)
         while i < k:
             step = min(k - i, self.adds_to_refresh(), self.window)
-            for lv, w in zip(self.levels, widths_then[:, i:i + step], strict=True):
-                fin = np.isfinite(w)
-                if not fin.any():
-                    continue
-                miss = (e[i:i + step] > w).astype(float)
+            for lv, st in zip(self.levels, steps, strict=True):
                 x = self._adj[lv]
-                for s in (g * ((1 - lv) - miss[fin])).tolist():  # ACI: one step per label, in order
+                for s in st[i:i + step]:  # ACI: one step per label, in order
                     x += s
                     if x < 1e-4:
                         x = 1e-4
