@@ -122,7 +122,7 @@ def one_sided_dm(d: np.ndarray, lags: int) -> tuple[float, float]:
 def _ring_write(buf: np.ndarray, pos: int, window: int, vals: np.ndarray) -> int:
     """Write ``vals`` (last axis: up to ``window`` labels) at ``pos`` and ``pos + window``
     of the doubled ring ``buf``; returns the next position."""
-    k = vals.shape[-1]
+    k = int(vals.shape[-1])
     first = min(k, window - pos)
     buf[..., pos:pos + first] = vals[..., :first]
     buf[..., pos + window:pos + window + first] = vals[..., :first]
