@@ -243,7 +243,7 @@ class LiveBoard:
                 names = [c for c in range(3) if pres[c, a:b].any()]  # a name's record starts where it first predicted
                 got = sel.update_many(lab_ts[a:b], {_CANDS[c]: losses[c, a:b] for c in names},
                                       {_CANDS[c]: int(np.argmax(pres[c, a:b])) for c in names})
-                steps.extend(zip(lab[a:b].tolist(), got, strict=True))
+                steps.extend((int(lab[a + i]), choice) for i, choice in got)
                 self._score_production(lab[a:b], lj[a:b], label[a:b], cprice, cclose, ts, out)
             if change and k == 0:
                 self._new_production(pid, ts[0])
@@ -309,6 +309,8 @@ class LiveBoard:
         and fill its half-widths of the block's rows (``wid[:, npend:]``): a row's half-widths
         are the quantiles after that row's label times the row's sigma."""
         n, k, row = len(sig), 0, 0
+        e = np.abs(err)
+        z = e / sig_then
         while True:
             end = k + t.adds_to_refresh()  # the label after which the quantiles move
             stop = int(rows[end - 1]) if end <= len(rows) else n
@@ -316,8 +318,7 @@ class LiveBoard:
             if q is not None and stop > row:
                 wid[:, npend + row:npend + stop] = q[:, None] * sig[None, row:stop]
             if min(end, len(rows)) > k:  # every label here scores a row before `stop`: its widths exist
-                c = cols[k:end]
-                t.add_many(sig_then[k:end], wid[:, c], err[k:end])
+                t.add_valid(z[k:end], e[k:end], wid[:, cols[k:end]])
             if stop == n:
                 return
             k, row = end, stop
@@ -325,63 +326,57 @@ class LiveBoard:
     def _emit(self, rows: list[FeatureRow], ts: list[int], close: list[float], online: list[Prediction | None],
               production: tuple[str, str, Any] | None, has: np.ndarray, price: np.ndarray, wid: np.ndarray,
               steps: list[tuple[int, str]], out: BoardOutput) -> None:
+        """The rows' online (with intervals), production and auto predictions. ``steps``:
+        ``(row, choice from that row on)``; a choice with no prediction at a row serves persistence."""
         sym, h, levels, n = self.symbol, self.horizon_seconds, self.levels, len(rows)
         lv1 = levels[0] if levels else math.nan
         lv2 = levels[1] if len(levels) > 1 else math.nan
-        nan = [math.nan] * n
-        cols = []  # per candidate: (lo1, hi1, lo2, hi2) per row, as `interval` gives them
+        ar = np.arange(n)
+        # bounds[c] = (lo1, hi1, lo2, hi2) x rows, as `interval` gives them (np.exp of contiguous
+        # arrays: the same bits for an element whatever the array's length, so however rows are split)
+        bounds = np.full((3, 4, n), math.nan)
+        nl = min(2, len(levels))
         for c in range(3):
-            if not has[c].any():
-                cols.append((nan, nan, nan, nan))
-                continue
-            b = []
-            for lv in range(2):
-                if lv < len(levels):
-                    f = np.array([math.exp(x) for x in (wid[c, lv] / 1e4).tolist()])
-                    b += [(price[c] / f).tolist(), (price[c] * f).tolist()]
-                else:
-                    b += [nan, nan]
-            cols.append(tuple(b))
-        prices = price.tolist()
-        hasl = has.tolist()
-        kinds = [f"auto:{name}" for name in _CANDS]
-        if production is not None:
-            pname, pver = production[0], production[1]
-            pkind = f"production:{pname}"
-        online_id = self.online_id
+            if has[c].any():
+                f = np.exp(wid[c, :nl] / 1e4)
+                bounds[c, 0:2 * nl:2] = price[c] / f
+                bounds[c, 1:2 * nl:2] = price[c] * f
+        cidx = np.zeros(n, np.intp)
+        for row, choice in steps:
+            cidx[max(row, 0):] = _CANDS.index(choice)
+        cidx = np.where(has[cidx, ar], cidx, 0)
         served = self.served
-        preds, onl = out.predictions, out.online
-        log = math.log
-        s, nsteps = 0, len(steps)
-        choice = steps[0][1]
-        for i in range(n):
-            while s < nsteps and steps[s][0] <= i:
-                choice = steps[s][1]
-                s += 1
-            t, cl = ts[i], close[i]
-            o = online[i]
+        counts = np.bincount(cidx, minlength=3).tolist()
+        for c in sorted(range(3), key=lambda c: int(np.argmax(cidx == c))):  # first served first (dict order)
+            if counts[c]:
+                served[_CANDS[c]] = served.get(_CANDS[c], 0) + counts[c]
+        # (row, name) of the online model: its newest identity up to each row
+        online_id, onames = self.online_id, []
+        for o in online:
             if o is not None:
                 online_id = (o.model_name, o.model_version)
-                lo1, hi1, lo2, hi2 = cols[1]
-                onl.append(_NEW(Prediction, (*o[:10], lv1, lo1[i], hi1[i], lv2, lo2[i], hi2[i])))
-            else:
-                onl.append(None)
-            if hasl[2][i]:
-                p = prices[2][i]
-                lo1, hi1, lo2, hi2 = cols[2]
-                preds.append(_NEW(Prediction, (sym, t, pver, h, p, pkind, pname, cl, log(p / cl), 0,
-                                               lv1, lo1[i], hi1[i], lv2, lo2[i], hi2[i])))
-            c = 1 if choice == "online" else 2 if choice == "production" else 0
-            if not hasl[c][i]:
-                c = 0
-            name = _CANDS[c]
-            served[name] = served.get(name, 0) + 1
-            p = prices[c][i]
-            ident = self.prod_id if c == 2 else online_id if c == 1 else None
-            lo1, hi1, lo2, hi2 = cols[c]
-            preds.append(_NEW(Prediction, (sym, t, "auto", h, p, kinds[c], ident[0] if ident else name, cl,
-                                           log(p / cl), 0, lv1, lo1[i], hi1[i], lv2, lo2[i], hi2[i])))
+            onames.append(online_id[0] if online_id else "online")
         self.online_id = online_id
+        auto_p = price[cidx, ar]
+        log = math.log
+        kinds = [f"auto:{name}" for name in _CANDS]
+        pname = self.prod_id[0] if self.prod_id else "production"
+        auto = [_NEW(Prediction, (sym, t, "auto", h, p, kinds[c], "persistence" if c == 0 else pname if c == 2 else on,
+                                  cl, log(p / cl), 0, lv1, b[0], b[1], lv2, b[2], b[3]))
+                for t, p, c, on, cl, b in zip(ts, auto_p.tolist(), cidx.tolist(), onames, close,
+                                               bounds[cidx, :, ar].tolist(), strict=True)]
+        out.online.extend([_NEW(Prediction, o[:10] + (lv1, b[0], b[1], lv2, b[2], b[3])) if o is not None else None
+                           for o, b in zip(online, bounds[1].T.tolist(), strict=True)])
+        if production is None or not has[2].any():
+            out.predictions.extend(auto)
+            return
+        name, version = production[0], production[1]
+        kind = f"production:{name}"
+        prod = [_NEW(Prediction, (sym, t, version, h, p, kind, name, cl, log(p / cl), 0,
+                                  lv1, b[0], b[1], lv2, b[2], b[3])) if ok else None
+                for t, p, ok, cl, b in zip(ts, price[2].tolist(), has[2].tolist(), close, bounds[2].T.tolist(),
+                                           strict=True)]
+        out.predictions.extend([x for pr, au in zip(prod, auto, strict=True) for x in ((pr, au) if pr else (au,))])
 
     def _identity(self, cand: str) -> tuple[str, str]:
         """(name, version) of a candidate: the production/online model's, or the candidate's own."""

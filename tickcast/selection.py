@@ -211,18 +211,18 @@ class Selector:
         return self.choice if (self.choice, self.switches) != before else None
 
     def update_many(self, ts_us: Sequence[int], losses: dict[str, np.ndarray],
-                    first: dict[str, int] | None = None) -> list[str]:
+                    first: dict[str, int] | None = None) -> list[tuple[int, str]]:
         """``len(ts_us)`` matured labels at once, exactly as many :meth:`update` calls:
         ``losses[name][i]`` is ``name``'s loss on label ``i`` (NaN: none); a name gets a
         record from its label ``first[name]`` on (default 0: the first one; the label
-        where it first predicted). Returns the choice after each label."""
+        where it first predicted). Returns the switches: ``(label index, new choice)``."""
         k = len(ts_us)
         r = self.rule
         w = r.window
         if self.since_ts_us is None and k:
             self.since_ts_us = ts_us[0]
         new = sorted((first.get(n, 0) if first else 0, j, n) for j, n in enumerate(losses) if n not in self._names)
-        out: list[str] = []
+        out: list[tuple[int, str]] = []
         i = 0
         vals = None
         while i < k:
@@ -240,12 +240,8 @@ class Selector:
             self._pos = _ring_write(self._buf, self._pos, w, vals[:, i:i + step])
             self.labels += step
             self._since_switch += step
-            if self.labels % r.check_every == 0:
-                out.extend([self.choice] * (step - 1))
-                self.check(ts_us[i + step - 1])
-                out.append(self.choice)
-            else:
-                out.extend([self.choice] * step)
+            if self.labels % r.check_every == 0 and self.check(ts_us[i + step - 1]) is not None:
+                out.append((i + step - 1, self.choice))
             i += step
         return out
 
@@ -368,11 +364,14 @@ class IntervalTracker:
         if not ok.all():
             sigma_then, widths_then, err_bps = sigma_then[ok], widths_then[:, ok], err_bps[ok]
         e = np.abs(err_bps)
-        z = e / sigma_then
+        self.add_valid(e / sigma_then, e, widths_then)
+
+    def add_valid(self, z: np.ndarray, abs_err: np.ndarray, widths_then: np.ndarray) -> None:
+        """:meth:`add_many` of labels known valid, given ``z = |err| / sigma_then`` and ``|err|``."""
         # ACI steps of every level and label (0 where no half-width was published: x + 0.0 == x)
         fin = np.isfinite(widths_then)
-        steps = np.where(fin, self.gamma * (self._one_minus[:, None] - (e > widths_then)), 0.0).tolist()
-        i, k = 0, len(e)
+        steps = np.where(fin, self.gamma * (self._one_minus[:, None] - (abs_err > widths_then)), 0.0).tolist()
+        i, k = 0, len(z)
         while i < k:
             step = min(k - i, self.adds_to_refresh(), self.window)
             for lv, st in zip(self.levels, steps, strict=True):
