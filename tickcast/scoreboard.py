@@ -225,10 +225,8 @@ class LiveBoard:
         lprice = cprice[:, lj]
         losses = np.where(pres, np.abs(lprice - label), math.nan)
         elig = pres & (lprice > 0) & (label > 0)  # a residual for the candidate's tracker
-        err = np.full(lprice.shape, math.nan)
-        for c in range(3):
-            if elig[c].any():
-                err[c, elig[c]] = [1e4 * math.log(x) for x in (label[elig[c]] / lprice[c, elig[c]]).tolist()]
+        with np.errstate(invalid="ignore", divide="ignore"):  # (not eligible: NaN, masked below)
+            err = np.where(elig, 1e4 * np.log(label / lprice), math.nan)  # np.log of contiguous arrays: split-proof
         sig_then = csig[lj]
         lab_ts = [ts[i] for i in lab.tolist()]
         # 3. selector and production stats; a new production model (only ever at a block's first row)
@@ -244,7 +242,8 @@ class LiveBoard:
                 got = sel.update_many(lab_ts[a:b], {_CANDS[c]: losses[c, a:b] for c in names},
                                       {_CANDS[c]: int(np.argmax(pres[c, a:b])) for c in names})
                 steps.extend((int(lab[a + i]), choice) for i, choice in got)
-                self._score_production(lab[a:b], lj[a:b], label[a:b], cprice, cclose, ts, out)
+                if 2 in names:
+                    self._score_production(lab[a:b], lj[a:b], label[a:b], cprice, cclose, ts, out)
             if change and k == 0:
                 self._new_production(pid, ts[0])
                 steps.append((0, sel.choice))
@@ -273,7 +272,6 @@ class LiveBoard:
         self._preds = {name: float(price[c, last]) for c, name in enumerate(_CANDS) if has[c, last]}
         self._widths = {name: {lv: w for lv, w in zip(levels, cwid[c, :, -1].tolist(), strict=True) if w == w}
                         for c, name in enumerate(_CANDS) if has[c, last]}
-        cwid[:, :, npend:][~np.broadcast_to(has[:, None, :], cwid[:, :, npend:].shape)] = math.nan
         k = int(np.searchsorted(cts, ts[-1] - hor, "right"))
         self._p_ts, self._p_close, self._p_sig = cts[k:].copy(), cclose[k:].copy(), csig[k:].copy()
         self._p_has, self._p_price, self._p_wid = chas[:, k:].copy(), cprice[:, k:].copy(), cwid[..., k:].copy()
