@@ -343,11 +343,9 @@ class LiveBoard:
         for row, choice in steps:
             cidx[max(row, 0):] = _CANDS.index(choice)
         cidx = np.where(has[cidx, ar], cidx, 0)
-        served = self.served
-        counts = np.bincount(cidx, minlength=3).tolist()
-        for c in sorted(range(3), key=lambda c: int(np.argmax(cidx == c))):  # first served first (dict order)
-            if counts[c]:
-                served[_CANDS[c]] = served.get(_CANDS[c], 0) + counts[c]
+        served, chosen = self.served, cidx.tolist()
+        for c in sorted(set(chosen), key=chosen.index):  # (dict order: first served, first key)
+            served[_CANDS[c]] = served.get(_CANDS[c], 0) + chosen.count(c)
         # (row, name) of the online model: its newest identity up to each row
         online_id, onames = self.online_id, []
         for o in online:
@@ -361,7 +359,7 @@ class LiveBoard:
         pname = self.prod_id[0] if self.prod_id else "production"
         auto = [_NEW(Prediction, (sym, t, "auto", h, p, kinds[c], "persistence" if c == 0 else pname if c == 2 else on,
                                   cl, log(p / cl), 0, lv1, b[0], b[1], lv2, b[2], b[3]))
-                for t, p, c, on, cl, b in zip(ts, auto_p.tolist(), cidx.tolist(), onames, close,
+                for t, p, c, on, cl, b in zip(ts, auto_p.tolist(), chosen, onames, close,
                                                bounds[cidx, :, ar].tolist(), strict=True)]
         out.online.extend([_NEW(Prediction, o[:10] + (lv1, b[0], b[1], lv2, b[2], b[3])) if o is not None else None
                            for o, b in zip(online, bounds[1].T.tolist(), strict=True)])

@@ -259,12 +259,12 @@ class Selector:
         win = self._window()
         m = win.shape[1]
         c = win[self._names.index(self.choice)]
-        fc = np.isfinite(c)
         best: tuple[float, str, str] | None = None
         for name, k in zip(self._names, win, strict=True):
             if name == self.choice:
                 continue
-            ok = fc & np.isfinite(k)
+            d = k - c  # losses are >= 0 or NaN: d is finite exactly where both are
+            ok = np.isfinite(d)
             n = int(np.count_nonzero(ok))
             if n < 2:
                 self.tests.pop(name, None)
@@ -272,7 +272,7 @@ class Selector:
             a, b = (k, c) if n == m else (k[ok], c[ok])
             mae_k, mae_c = float(np.add.reduce(a)) / n, float(np.add.reduce(b)) / n  # == a.mean(), b.mean()
             margin = 1 - mae_k / mae_c if mae_c > 0 else 0.0
-            p = one_sided_dm(a - b, r.lags)[1] if n >= r.min_labels else math.nan
+            p = one_sided_dm(d if n == m else d[ok], r.lags)[1] if n >= r.min_labels else math.nan
             self.tests[name] = {"n": n, "mae": mae_k, "mae_current": mae_c, "margin": margin, "p_value": p}
             if (n >= r.min_labels and p < r.alpha and margin >= r.min_margin
                     and self._since_switch >= r.min_dwell and (best is None or mae_k < best[0])):
@@ -408,10 +408,14 @@ class IntervalTracker:
         z = np.sort(self._z[:n])  # (a full sort of 720 is cheaper than a 2-point partition)
         for lv in self.levels:
             self._q[lv] = float(z[min(n - 1, math.ceil(min(1.0, 1 - self._adj[lv]) * (n - 1)))])
+        self._qa = np.array(list(self._q.values()))
 
     def quantiles(self) -> np.ndarray | None:
         """The current normalised quantile per level (``levels`` order), or None while warming up."""
-        return np.array([self._q[lv] for lv in self.levels]) if self._q else None
+        if not self._q:
+            return None
+        qa = getattr(self, "_qa", None)  # (set by _refresh; a tracker pickled before it has none)
+        return qa if qa is not None else np.array([self._q[lv] for lv in self.levels])
 
     def half_widths(self, sigma_now: float) -> dict[float, float]:
         """Half-widths in bps per level (empty until ``min_n`` residuals)."""
