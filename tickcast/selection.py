@@ -239,7 +239,8 @@ class Selector:
                 self._names.extend(added)
                 self._buf = np.concatenate((self._buf, np.full((len(added), 2 * w), math.nan)))
             if vals is None or added:  # every record's losses of the block (NaN: none)
-                vals = np.full((len(self._names), k), math.nan)
+                vals = np.empty((len(self._names), k))
+                vals.fill(math.nan)
                 for j, n in enumerate(self._names):
                     v = losses.get(n)
                     if v is not None:
@@ -368,7 +369,7 @@ class IntervalTracker:
         is ``(len(levels), k)``, the half-widths published for each label (NaN: none).
         Labels with a non-finite error or scale are ignored."""
         ok = np.isfinite(err_bps) & np.isfinite(sigma_then) & (sigma_then > 0)
-        if not ok.all():
+        if np.count_nonzero(ok) < len(ok):
             sigma_then, widths_then, err_bps = sigma_then[ok], widths_then[:, ok], err_bps[ok]
         e = np.abs(err_bps)
         self.add_valid(e / sigma_then, e, widths_then)
