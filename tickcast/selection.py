@@ -111,10 +111,11 @@ def one_sided_dm(d: np.ndarray, lags: int) -> tuple[float, float]:
     if n < 10:
         return float("nan"), 1.0
     dbar = float(np.add.reduce(d)) / n  # == d.mean(), without its Python overhead
-    dc = d - dbar
     lag = min(lags, n - 1)
+    pad = np.zeros(n + lag)
+    dc = np.subtract(d, dbar, out=pad[:n])  # d - dbar, followed by `lag` zeros in `pad`
     # g[k] = dc[k:] @ dc[:n - k] for every lag at once
-    g = np.correlate(np.concatenate((dc, np.zeros(lag))), dc, "valid").tolist()
+    g = np.correlate(pad, dc, "valid").tolist()
     var = g[0] / n
     for w, gk in zip(_bartlett(lags)[:lag], g[1:], strict=True):
         var += w * gk / n
