@@ -231,10 +231,11 @@ class LiveBoard:
         lprice = cprice[:, lj]
         losses = np.where(pres, np.abs(lprice - label), math.nan)
         elig = pres & (lprice > 0) & (label > 0)  # a residual for the candidate's tracker
-        with np.errstate(invalid="ignore", divide="ignore"):  # (not eligible: NaN, masked below)
-            err = np.where(elig, 1e4 * np.log(label / lprice), math.nan)  # np.log of contiguous arrays: split-proof
+        err = _nans(lprice.shape)  # 1e4 * ln(label / price) where eligible (np.log of contiguous arrays: split-proof)
+        np.log(np.divide(label, lprice, out=_nans(lprice.shape), where=elig), out=err, where=elig)
+        err *= 1e4
         sig_then = csig[lj]
-        lab_ts = [ts[i] for i in lab.tolist()]
+        lab_ts = cts[npend + lab].tolist()
         # 3. selector and production stats; a new production model (only ever at a block's first row)
         # takes effect after that row's label
         pid = (production[0], production[1]) if production is not None else None
