@@ -187,7 +187,10 @@ class LiveBoard:
         start = 0
         for i in range(1, len(rows) + 1):  # blocks: a run of rows in increasing time with one production model
             if i == len(rows) or prods[i] is not prods[i - 1] or rows[i].ts_us <= rows[i - 1].ts_us:
-                self._block(rows[start:i], online[start:i], prods[start], out)
+                if i - start == 1 and (self.last_ts_us is None or rows[start].ts_us > self.last_ts_us):
+                    self._one(rows[start], online[start], prods[start], out)  # a live call: one row
+                else:
+                    self._block(rows[start:i], online[start:i], prods[start], out)
                 start = i
         return out
 
@@ -282,6 +285,97 @@ class LiveBoard:
         k = int(np.searchsorted(cts, ts[-1] - hor, "right"))
         self._p_ts, self._p_close, self._p_sig = cts[k:].copy(), cclose[k:].copy(), csig[k:].copy()
         self._p_has, self._p_price, self._p_wid = chas[:, k:].copy(), cprice[:, k:].copy(), cwid[..., k:].copy()
+
+    def _one(self, row: FeatureRow, o: Prediction | None, production: tuple[str, str, Any] | None,
+             out: BoardOutput) -> None:
+        """:meth:`_block` of one row in plain Python (a live flow calls with one row at a
+        time): the same steps and arithmetic in the same order, so the same bits."""
+        hor, levels, sym, h = self.horizon_us, self.levels, self.symbol, self.horizon_seconds
+        ts, close = row.ts_us, row.close
+        self.last_ts_us = ts
+        sigma = self.vol.update_many([close])[0]
+        has = [True, o is not None, False]
+        price = [close, o.predicted_price if o is not None else math.nan, math.nan]
+        if production is not None:
+            price[2] = _production_prices(production[2], [row])[0]
+            has[2] = price[2] == price[2]
+        pid = (production[0], production[1]) if production is not None else None
+        change = pid != self.prod_id
+        pts = self._p_ts
+        j = int(np.searchsorted(pts, ts - hor)) if len(pts) else 0
+        elig: list[int] = []
+        if j < len(pts) and pts[j] == ts - hor:  # 1. the label of the predictions made at ts - horizon
+            phas, pprice = self._p_has[:, j].tolist(), self._p_price[:, j].tolist()
+            self.selector.update(ts, {_CANDS[c]: abs(pprice[c] - close) for c in range(3) if phas[c]})
+            if phas[2]:
+                stats = self.prod_stats
+                stats.add(pprice[2], close, float(self._p_close[j]))
+                if stats.n % METRICS_EVERY == 0:
+                    out.metrics.append(stats.metrics_row(sym, ts, "production", h))
+            elig = [c for c in range(3) if phas[c] and pprice[c] > 0 and close > 0 and not (c == 2 and change)]
+        if change:
+            self._new_production(pid, ts)
+        # 2. the trackers (created in the order one row at a time creates them), their labels, and their widths now
+        for c in [*elig, *(c for c in range(3) if has[c])]:
+            if _CANDS[c] not in self.trackers:
+                self.trackers[_CANDS[c]] = IntervalTracker(self.levels, window=self.rule.window)
+        if elig:
+            ratio = np.array([close / pprice[c] for c in elig])
+            err = np.log(ratio, out=np.empty(len(elig)), where=np.ones(len(elig), bool)).tolist()
+            sig_then = float(self._p_sig[j])
+            for c, e in zip(elig, err, strict=True):
+                e *= 1e4
+                if math.isfinite(e) and math.isfinite(sig_then) and sig_then > 0:
+                    self.trackers[_CANDS[c]].add_one(abs(e) / sig_then, abs(e), self._p_wid[c, :, j].tolist())
+        wid = [[math.nan] * len(levels) for _ in range(3)]
+        for c, name in enumerate(_CANDS):
+            t = self.trackers.get(name)
+            q = t.quantiles() if t is not None else None
+            if q is not None:
+                wid[c] = [x * sigma for x in q.tolist()]
+        # 3. the records
+        nl = min(2, len(levels))
+        lv1 = levels[0] if levels else math.nan
+        lv2 = levels[1] if len(levels) > 1 else math.nan
+        bounds = [[math.nan] * 4 for _ in range(3)]
+        present = [c for c in range(3) if has[c]]
+        if nl:
+            f = np.exp(np.array([wid[c][:nl] for c in present]) / 1e4).tolist()
+            for c, fc in zip(present, f, strict=True):
+                for lv in range(nl):
+                    bounds[c][2 * lv], bounds[c][2 * lv + 1] = price[c] / fc[lv], price[c] * fc[lv]
+        if o is not None:
+            self.online_id = (o.model_name, o.model_version)
+            b = bounds[1]
+            out.online.append(_NEW(Prediction, o[:10] + (lv1, b[0], b[1], lv2, b[2], b[3])))
+        else:
+            out.online.append(None)
+        if has[2] and production is not None:
+            p, b = price[2], bounds[2]
+            out.predictions.append(_NEW(Prediction, (sym, ts, production[1], h, p, f"production:{production[0]}",
+                                                     production[0], close, math.log(p / close), 0,
+                                                     lv1, b[0], b[1], lv2, b[2], b[3])))
+        choice = self.selector.choice
+        c = 1 if choice == "online" else 2 if choice == "production" else 0
+        if not has[c]:
+            c = 0
+        name = _CANDS[c]
+        self.served[name] = self.served.get(name, 0) + 1
+        p, b = price[c], bounds[c]
+        ident = self.prod_id if c == 2 else self.online_id if c == 1 else None
+        out.predictions.append(_NEW(Prediction, (sym, ts, "auto", h, p, f"auto:{name}", ident[0] if ident else name,
+                                                 close, math.log(p / close), 0, lv1, b[0], b[1], lv2, b[2], b[3])))
+        # 4. the scoreboard now, and what waits for its label
+        self._preds = {n: price[c] for c, n in enumerate(_CANDS) if has[c]}
+        self._widths = {n: {lv: w for lv, w in zip(levels, wid[c], strict=True) if w == w}
+                        for c, n in enumerate(_CANDS) if has[c]}
+        k = int(np.searchsorted(pts, ts - hor, "right"))
+        self._p_ts = np.concatenate((pts[k:], np.array([ts], np.int64)))
+        self._p_close = np.concatenate((self._p_close[k:], [close]))
+        self._p_sig = np.concatenate((self._p_sig[k:], [sigma]))
+        self._p_has = np.concatenate((self._p_has[:, k:], np.array(has)[:, None]), axis=1)
+        self._p_price = np.concatenate((self._p_price[:, k:], np.array(price)[:, None]), axis=1)
+        self._p_wid = np.concatenate((self._p_wid[..., k:], np.array(wid)[..., None]), axis=2)
 
     def _score_production(self, lab: np.ndarray, lj: np.ndarray, label: np.ndarray, cprice: np.ndarray,
                           cclose: np.ndarray, ts: list[int], out: BoardOutput) -> None:

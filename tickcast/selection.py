@@ -213,10 +213,24 @@ class Selector:
         self._since_switch = 0
 
     def update(self, ts_us: int, losses: dict[str, float | None]) -> str | None:
-        """One matured label; returns the new choice if it changed."""
-        before = self.choice, self.switches
-        self.update_many([ts_us], {k: np.array([math.nan if v is None else float(v)]) for k, v in losses.items()})
-        return self.choice if (self.choice, self.switches) != before else None
+        """One matured label; returns the new choice if it changed (:meth:`update_many` of
+        one label, without the block machinery)."""
+        r = self.rule
+        w = r.window
+        if self.since_ts_us is None:
+            self.since_ts_us = ts_us
+        added = [n for n in losses if n not in self._names]
+        if added:
+            self._names.extend(added)
+            self._buf = np.concatenate((self._buf, np.full((len(added), 2 * w), math.nan)))
+        col = [math.nan if (v := losses.get(n, math.nan)) is None else float(v) for n in self._names]
+        p = self._pos
+        self._buf[:, p] = col
+        self._buf[:, p + w] = col
+        self._pos = (p + 1) % w
+        self.labels += 1
+        self._since_switch += 1
+        return self.check(ts_us) if self.labels % r.check_every == 0 else None
 
     def update_many(self, ts_us: Sequence[int], losses: dict[str, np.ndarray],
                     first: dict[str, int] | None = None) -> list[tuple[int, str]]:
@@ -400,6 +414,18 @@ class IntervalTracker:
             if self.n == self.min_n or self.n > self.min_n and self.n % self.refresh_every == 0:
                 self._refresh()
             i += step
+
+    def add_one(self, z: float, abs_err: float, widths_then: list[float]) -> None:
+        """:meth:`add_valid` of one label (the same arithmetic, without numpy)."""
+        g = self.gamma
+        for lv, w in zip(self.levels, widths_then, strict=True):
+            if w == w:
+                x = self._adj[lv] + g * ((1 - lv) - (1.0 if abs_err > w else 0.0))
+                self._adj[lv] = 1e-4 if x < 1e-4 else 0.5 if x > 0.5 else x
+        self._z[self.n % self.window] = z
+        self.n += 1
+        if self.n == self.min_n or self.n > self.min_n and self.n % self.refresh_every == 0:
+            self._refresh()
 
     def _refresh(self) -> None:
         n = min(self.n, self.window)
