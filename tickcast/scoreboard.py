@@ -36,6 +36,7 @@ at the newest row (log-return bps).
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,8 +136,6 @@ class LiveBoard:
         self.online_id: tuple[str, str] | None = None
         self.last_ts_us: int | None = None
         self.served: dict[str, int] = {}  # candidate -> rows it was the choice
-        self._widths: dict[str, dict[float, float]] = {}
-        self._preds: dict[str, float] = {}
         # the predictions waiting for their label (rows newer than the newest row - horizon),
         # one column per row: time, close, sigma, and per candidate (_CANDS order) whether it
         # predicted, its price and its half-widths per level
@@ -149,6 +148,8 @@ class LiveBoard:
         self._p_wid = np.empty((3, n, 0))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.pop("_preds", None)  # (before the block version: the newest row's, now read from the columns)
+        state.pop("_widths", None)
         pend = state.pop("pending", None)
         if pend is not None:  # pickled before the block version: its waiting predictions become columns
             levels = state["levels"]
@@ -277,12 +278,8 @@ class LiveBoard:
                 self._track(t, cwid[c], npend, sig, lab[valid[c]], lj[valid[c]], sig_then[valid[c]], err[c, valid[c]])
         # 5. the rows: online (with intervals), production and auto predictions
         self._emit(rows, ts, close, online, production, has, price, cwid[:, :, npend:], steps, out)
-        # the newest row's scoreboard, and what still waits for its label
-        last = n - 1
-        self._preds = {name: float(price[c, last]) for c, name in enumerate(_CANDS) if has[c, last]}
-        self._widths = {name: {lv: w for lv, w in zip(levels, cwid[c, :, -1].tolist(), strict=True) if w == w}
-                        for c, name in enumerate(_CANDS) if has[c, last]}
-        k = int(np.searchsorted(cts, ts[-1] - hor, "right"))
+        # what still waits for its label (and the newest row: state() reads it)
+        k = min(int(np.searchsorted(cts, ts[-1] - hor, "right")), len(cts) - 1)  # (the newest row stays: state())
         self._p_ts, self._p_close, self._p_sig = cts[k:].copy(), cclose[k:].copy(), csig[k:].copy()
         self._p_has, self._p_price, self._p_wid = chas[:, k:].copy(), cprice[:, k:].copy(), cwid[..., k:].copy()
 
@@ -302,9 +299,10 @@ class LiveBoard:
         pid = (production[0], production[1]) if production is not None else None
         change = pid != self.prod_id
         pts = self._p_ts
-        j = int(np.searchsorted(pts, ts - hor)) if len(pts) else 0
+        ptl = pts.tolist()
+        j = bisect.bisect_left(ptl, ts - hor)
         elig: list[int] = []
-        if j < len(pts) and pts[j] == ts - hor:  # 1. the label of the predictions made at ts - horizon
+        if j < len(ptl) and ptl[j] == ts - hor:  # 1. the label of the predictions made at ts - horizon
             phas, pprice = self._p_has[:, j].tolist(), self._p_price[:, j].tolist()
             self.selector.update(ts, {_CANDS[c]: abs(pprice[c] - close) for c in range(3) if phas[c]})
             if phas[2]:
@@ -365,11 +363,8 @@ class LiveBoard:
         ident = self.prod_id if c == 2 else self.online_id if c == 1 else None
         out.predictions.append(_NEW(Prediction, (sym, ts, "auto", h, p, f"auto:{name}", ident[0] if ident else name,
                                                  close, math.log(p / close), 0, lv1, b[0], b[1], lv2, b[2], b[3])))
-        # 4. the scoreboard now, and what waits for its label
-        self._preds = {n: price[c] for c, n in enumerate(_CANDS) if has[c]}
-        self._widths = {n: {lv: w for lv, w in zip(levels, wid[c], strict=True) if w == w}
-                        for c, n in enumerate(_CANDS) if has[c]}
-        k = int(np.searchsorted(pts, ts - hor, "right"))
+        # 4. what waits for its label (and this row: state() reads it)
+        k = bisect.bisect_right(ptl, ts - hor)
         self._p_ts = np.concatenate((pts[k:], np.array([ts], np.int64)))
         self._p_close = np.concatenate((self._p_close[k:], [close]))
         self._p_sig = np.concatenate((self._p_sig[k:], [sigma]))
@@ -489,17 +484,24 @@ class LiveBoard:
     def state(self) -> dict[str, Any]:
         """The scoreboard at the newest row (JSON-able; see the module docstring)."""
         sel = self.selector
+        preds: set[str] = set()  # the candidates that predicted the newest row, and their half-widths then
+        widths: dict[str, dict[float, float]] = {}
+        if len(self._p_ts) and self._p_ts[-1] == self.last_ts_us:
+            has, wid = self._p_has[:, -1].tolist(), self._p_wid[:, :, -1].tolist()
+            preds = {name for c, name in enumerate(_CANDS) if has[c]}
+            widths = {name: {lv: w for lv, w in zip(self.levels, wid[c], strict=True) if w == w}
+                      for c, name in enumerate(_CANDS) if has[c]}
         cands: dict[str, Any] = {}
         for name in CANDIDATE_ORDER:
-            if name not in self._preds and name not in sel.tests and name != sel.choice:
+            if name not in preds and name not in sel.tests and name != sel.choice:
                 continue
             mae, n = sel.mae(name)
             t = sel.tests.get(name, {})
             cands[name] = {"name": self._name(name), "version": self._version(name), "mae": mae, "n": n,
                            "p_value": t.get("p_value") if name != sel.choice else None,
                            "margin": t.get("margin") if name != sel.choice else None,
-                           "intervals_bps": {level_key(lv): w for lv, w in self._widths.get(name, {}).items()}}
-        choice = sel.choice if sel.choice in self._preds else "persistence"
+                           "intervals_bps": {level_key(lv): w for lv, w in widths.get(name, {}).items()}}
+        choice = sel.choice if sel.choice in preds else "persistence"
         state: dict[str, Any] = json_safe({
             "symbol": self.symbol, "ts_us": self.last_ts_us, "as_of": us_to_iso(self.last_ts_us or 0),
             "choice": choice, "name": self._name(choice), "version": self._version(choice),
