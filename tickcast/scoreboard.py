@@ -24,9 +24,14 @@ but the work is done per block. The choice moves only at a selector check (every
 ``refresh_every`` labels), so between two such events the half-widths are the
 quantiles times each row's sigma, one numpy operation for the whole run of rows; the
 predictions waiting for their label are numpy columns matched to their label rows by
-time (``np.searchsorted``); ``exp``/``log`` go through ``math`` exactly as one row at a
-time would. Rows must come in increasing time (the windower emits them so); a row at or
-before the newest one drops the predictions waiting from that time on.
+time (``np.searchsorted``). A one-row call (live) takes a plain-Python path with the same
+arithmetic in the same order. Bit-for-bit equality holds because within a call only
+elementwise operations and sequential scalar loops are used (reductions run over whole
+windows, see ``tickcast.selection``), and the residual logs and interval bounds always
+use ``np.log``/``np.exp`` on contiguous arrays, whose result for an element does not
+depend on the array's length (one row or a block: the same kernel; tested). Rows must
+come in increasing time (the windower emits them so); a row at or before the newest one
+drops the predictions waiting from that time on.
 
 :meth:`LiveBoard.state` is the JSON-able scoreboard the flow writes to the online store
 for ``/predict`` and ``/models``: the choice, why and since when, each candidate's MAE
