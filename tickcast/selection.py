@@ -350,7 +350,6 @@ class IntervalTracker:
     def __post_init__(self) -> None:
         if len(self._z) != self.window:
             self._z = np.full(self.window, math.nan)
-        self._one_minus = np.array([1 - lv for lv in self.levels])
         for lv in self.levels:
             self._adj.setdefault(lv, 1 - lv)
 
@@ -361,7 +360,6 @@ class IntervalTracker:
             for i, v in enumerate(z, start=state["n"] - len(z)):
                 ring[i % state["window"]] = v
             state["_z"] = ring
-        state["_one_minus"] = np.array([1 - lv for lv in state["levels"]])
         self.__dict__.update(state)
 
     def add(self, sigma_then: float, bounds_then: float | dict[float, float] | None, err_bps: float) -> None:
@@ -391,20 +389,22 @@ class IntervalTracker:
 
     def add_valid(self, z: np.ndarray, abs_err: np.ndarray, widths_then: np.ndarray) -> None:
         """:meth:`add_many` of labels known valid, given ``z = |err| / sigma_then`` and ``|err|``."""
-        # ACI steps of every level and label (0 where no half-width was published: x + 0.0 == x)
-        fin = np.isfinite(widths_then)
-        steps = np.where(fin, self.gamma * (self._one_minus[:, None] - (abs_err > widths_then)), 0.0).tolist()
+        e, g = abs_err.tolist(), self.gamma
+        wl = widths_then.tolist()
         i, k = 0, len(z)
         while i < k:
             step = min(k - i, self.adds_to_refresh(), self.window)
-            for lv, st in zip(self.levels, steps, strict=True):
+            for lv, w in zip(self.levels, wl, strict=True):
+                # ACI, one label at a time: the step after a miss, after a hit (no half-width published: none)
+                miss, hit = g * ((1 - lv) - 1.0), g * ((1 - lv) - 0.0)
                 x = self._adj[lv]
-                for s in st[i:i + step]:  # ACI: one step per label, in order
-                    x += s
-                    if x < 1e-4:
-                        x = 1e-4
-                    elif x > 0.5:
-                        x = 0.5
+                for ei, wi in zip(e[i:i + step], w[i:i + step], strict=True):
+                    if wi == wi:
+                        x += miss if ei > wi else hit
+                        if x < 1e-4:
+                            x = 1e-4
+                        elif x > 0.5:
+                            x = 0.5
                 self._adj[lv] = x
             j = self.n % self.window
             first = min(step, self.window - j)
@@ -420,7 +420,7 @@ class IntervalTracker:
         g = self.gamma
         for lv, w in zip(self.levels, widths_then, strict=True):
             if w == w:
-                x = self._adj[lv] + g * ((1 - lv) - (1.0 if abs_err > w else 0.0))
+                x = self._adj[lv] + (g * ((1 - lv) - 1.0) if abs_err > w else g * ((1 - lv) - 0.0))
                 self._adj[lv] = 1e-4 if x < 1e-4 else 0.5 if x > 0.5 else x
         self._z[self.n % self.window] = z
         self.n += 1
