@@ -42,6 +42,7 @@ at the newest row (log-return bps).
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -447,12 +448,20 @@ class LiveBoard:
         served, chosen = self.served, cidx.tolist()
         for c in sorted(set(chosen), key=chosen.index):  # (dict order: first served, first key)
             served[_CANDS[c]] = served.get(_CANDS[c], 0) + chosen.count(c)
-        # (row, name) of the online model: its newest identity up to each row
-        online_id, onames = self.online_id, []
-        for o in online:
-            if o is not None:
-                online_id = (o.model_name, o.model_version)
-            onames.append(online_id[0] if online_id else "online")
+        # the online model's name at each row: its newest identity up to that row (only needed where auto serves it)
+        online_id = self.online_id
+        onames: list[str] | itertools.repeat[str]
+        if 1 in chosen:
+            onames = []
+            for o in online:
+                if o is not None:
+                    online_id = (o.model_name, o.model_version)
+                onames.append(online_id[0] if online_id else "online")
+        else:
+            onames = itertools.repeat("online")
+            last = next((o for o in reversed(online) if o is not None), None)
+            if last is not None:
+                online_id = (last.model_name, last.model_version)
         self.online_id = online_id
         auto_p = price[cidx, ar]
         log = math.log
@@ -461,7 +470,7 @@ class LiveBoard:
         auto = [_NEW(Prediction, (sym, t, "auto", h, p, kinds[c], "persistence" if c == 0 else pname if c == 2 else on,
                                   cl, log(p / cl), 0, lv1, b[0], b[1], lv2, b[2], b[3]))
                 for t, p, c, on, cl, b in zip(ts, auto_p.tolist(), chosen, onames, close,
-                                               bounds[cidx, :, ar].tolist(), strict=True)]
+                                               bounds[cidx, :, ar].tolist(), strict=False)]  # (onames may repeat)
         out.online.extend([_NEW(Prediction, o[:10] + (lv1, b[0], b[1], lv2, b[2], b[3])) if o is not None else None
                            for o, b in zip(online, bounds[1].T.tolist(), strict=True)])
         if production is None or not np.count_nonzero(has[2]):
