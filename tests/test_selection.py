@@ -363,3 +363,22 @@ def test_a_board_pickled_before_the_block_version_keeps_going(board_stream: Any)
     want, got = _run(b, rest, []), _run(board, rest, [])
     assert _same_numbers(want[0], got[0], 1e-12) and _same_numbers(want[1], got[1], 1e-12)
     assert [s["choice"] for s in want[3]] == [s["choice"] for s in got[3]]
+
+
+def test_a_row_back_in_time_voids_what_waits_and_the_board_keeps_going(board_stream: Any) -> None:
+    """The windower never emits one, but a row at or before the newest (a replayed
+    candle) must not crash the board or mature a label twice: the predictions waiting
+    from its time on are dropped, and it is predicted like any row."""
+    from tickcast.scoreboard import LiveBoard
+
+    rows, onl, _ = board_stream
+    board = LiveBoard("BTC/USD", H, rule=SMALL)
+    board.on_rows(rows[:300], onl[:300], None)
+    labels = board.selector.labels
+    again = board.on_rows([rows[295], rows[150], *rows[300:310]], [onl[295], onl[150], *onl[300:310]], None)
+    assert sum(p.model_version == "auto" for p in again.predictions) == 12 and len(again.online) == 12
+    # 10-s rows, 60-s horizon: rows 300-305 would score rows 294-299, voided by the replayed rows;
+    # only rows 306-309 find theirs (rows 300-303, predicted in this very call)
+    assert board.selector.labels == labels + 4
+    out = board.on_rows(rows[310:400], onl[310:400], None)
+    assert len(out.online) == 90 and board.selector.labels == labels + 4 + 90
