@@ -331,16 +331,7 @@ def test_block_scoreboard_decides_like_the_row_by_row_reference(board_stream: An
     assert len(set(kinds)) == 3 and switches(kinds) >= 4  # the stream exercises the rule
     assert _same_numbers(ref[0], new[0], 1e-12) and _same_numbers(ref[1], new[1], 1e-12)
     assert new[2] == [m for m in ref[2] if m.n % METRICS_EVERY == 0] and new[2]
-    for a, b in zip(ref[3], new[3], strict=True):
-        for cand in a["candidates"].values():
-            if cand["p_value"] is not None:
-                cand["p_value"] = round(cand["p_value"], 9)
-            cand["mae"] = round(cand["mae"], 9) if cand["mae"] is not None else None
-        for cand in b["candidates"].values():
-            if cand["p_value"] is not None:
-                cand["p_value"] = round(cand["p_value"], 9)
-            cand["mae"] = round(cand["mae"], 9) if cand["mae"] is not None else None
-        assert _same_numbers(a, b, 1e-12)
+    assert _same_numbers(ref[3], new[3], 1e-9)  # scoreboards after every call: same strings, numbers to 1e-9
 
 
 def test_a_board_pickled_before_the_block_version_keeps_going(board_stream: Any) -> None:
