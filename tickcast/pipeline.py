@@ -72,23 +72,6 @@ class ModelSnapshot:
     meta: dict[str, Any]
 
 
-def _board_rows(board: LiveBoard, rows: list[FeatureRow], online: list[Prediction | None], production: Any) -> Any:
-    # TEMPORARY until LiveBoard.on_rows lands
-    preds: list[Prediction] = []
-    metrics: list[ModelMetrics] = []
-    served: list[Prediction | None] = []
-    for row, o in zip(rows, online, strict=True):
-        bo = board.on_row(row, o, production)
-        served.append(bo.online if bo.online is not None else o)
-        preds.extend(bo.predictions)
-        metrics.extend(bo.metrics)
-
-    class _Out:
-        predictions, online = preds, served
-    _Out.metrics = metrics  # type: ignore[attr-defined]
-    return _Out
-
-
 def late_dead_letter(t: Trade, emitted_until_us: int | None, lateness_us: int, now_us: int) -> DeadLetter:
     raw = trade_json(t)
     until = safe_iso(emitted_until_us) if emitted_until_us is not None else "?"
@@ -158,7 +141,7 @@ class SymbolPipeline:
         online = lo.online
         if board is not None:
             prod = getattr(self, "production", None)
-            bo = _board_rows(board, rows, online, prod(self.symbol) if prod is not None else None)
+            bo = board.on_rows(rows, online, prod(self.symbol) if prod is not None else None)
             online = bo.online  # with their prediction intervals
         out.predictions.extend(p for p in online if p is not None)
         out.metrics.extend(lo.metrics)

@@ -26,6 +26,16 @@ the same price (absolute error, price units); :class:`Selector` keeps the last
 The rule's error rates (false switches on random walks, time to switch to a planted
 signal, flaps) are measured by simulation in ``benchmarks/bench_selection.py``.
 
+Cost: the live scoreboard (``tickcast.scoreboard``) feeds these classes a call's labels
+as a block. The loss windows are numpy ring buffers written twice (at ``pos`` and
+``pos + window``) so the chronological window is always one contiguous slice; the
+Newey–West autocovariances of a test are one ``np.correlate``; the intervals' ACI
+levels are a scalar recurrence over a block's labels and their quantiles move only
+every ``refresh_every`` labels. Block results equal label-by-label ones bit for bit:
+within a block only elementwise numpy operations and sequential scalar loops are used,
+and every reduction (means, sums, quantiles) runs over a whole window, never over a
+block, so how the labels are split into calls cannot change a single bit.
+
 >>> rule = SelectionRule(window=200, min_labels=50, check_every=1, min_dwell=10, lags=0)
 >>> s = Selector(rule)
 >>> for i in range(60):   # the online model is clearly better than persistence
@@ -43,9 +53,12 @@ signal, flaps) are measured by simulation in ``benchmarks/bench_selection.py``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +79,24 @@ class SelectionRule:
     lags: int = 12  # Newey-West lags (2 x horizon/window: overlap plus volatility clustering)
 
 
+def _stdtr(df: int, t: float) -> float:
+    global _STDTR
+    if _STDTR is None:  # scipy only when a test runs (importing it costs ~0.3 s)
+        from scipy.special import stdtr
+
+        _STDTR = stdtr
+    return float(_STDTR(df, t))
+
+
+_STDTR: Any = None
+
+
+@functools.lru_cache(maxsize=8)
+def _bartlett(lags: int) -> tuple[float, ...]:
+    """``2 * (1 - k / (lags + 1))`` for k = 1..lags: the Newey–West weights (doubled)."""
+    return tuple(2 * (1 - k / (lags + 1)) for k in range(1, lags + 1))
+
+
 def one_sided_dm(d: np.ndarray, lags: int) -> tuple[float, float]:
     """(DM statistic, one-sided p-value of "mean(d) < 0") for loss differences ``d``,
     with Bartlett-weighted Newey–West variance (``lags``) and the HLN factor for
@@ -76,22 +107,37 @@ def one_sided_dm(d: np.ndarray, lags: int) -> tuple[float, float]:
     >>> one_sided_dm(np.zeros(40), 2)
     (0.0, 0.5)
     """
-    from scipy.special import stdtr
-
     n = len(d)
     if n < 10:
         return float("nan"), 1.0
-    dbar = float(d.mean())
-    dc = d - dbar
-    var = float(dc @ dc) / n
-    for k in range(1, min(lags, n - 1) + 1):
-        var += 2 * (1 - k / (lags + 1)) * float(dc[k:] @ dc[:-k]) / n
+    dbar = float(np.add.reduce(d)) / n  # == d.mean(), without its Python overhead
+    lag = min(lags, n - 1)
+    pad = np.zeros(n + lag)
+    dc = np.subtract(d, dbar, out=pad[:n])  # d - dbar, followed by `lag` zeros in `pad`
+    # g[k] = dc[k:] @ dc[:n - k] for every lag at once
+    g = np.correlate(pad, dc, "valid").tolist()
+    var = g[0] / n
+    for w, gk in zip(_bartlett(lags)[:lag], g[1:], strict=True):
+        var += w * gk / n
     if not var > 0:
         return (0.0, 0.5) if dbar == 0 else (math.copysign(math.inf, -dbar), float(dbar > 0))
     h = lags + 1
     hln = math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n) if n + 1 - 2 * h > 0 else 1.0
     stat = dbar / math.sqrt(var / n) * hln
-    return stat, float(stdtr(n - 1, stat))
+    return stat, _stdtr(n - 1, stat)
+
+
+def _ring_write(buf: np.ndarray, pos: int, window: int, vals: np.ndarray) -> int:
+    """Write ``vals`` (last axis: up to ``window`` labels) at ``pos`` and ``pos + window``
+    of the doubled ring ``buf``; returns the next position."""
+    k = int(vals.shape[-1])
+    first = min(k, window - pos)
+    buf[..., pos:pos + first] = vals[..., :first]
+    buf[..., pos + window:pos + window + first] = vals[..., :first]
+    if first < k:
+        buf[..., :k - first] = vals[..., first:]
+        buf[..., window:window + k - first] = vals[..., first:]
+    return (pos + k) % window
 
 
 @dataclass
@@ -99,7 +145,8 @@ class Selector:
     """The live choice of ONE symbol (picklable: it is part of the flow's recovery state).
 
     :meth:`update` takes one matured label's losses per candidate (absent or NaN = that
-    candidate made no prediction for it) and returns the new choice when it changed."""
+    candidate made no prediction for it) and returns the new choice when it changed;
+    :meth:`update_many` takes a block of labels and gives the same result."""
 
     rule: SelectionRule = field(default_factory=SelectionRule)
     choice: str = "persistence"
@@ -108,23 +155,41 @@ class Selector:
     switches: int = 0
     labels: int = 0
     _since_switch: int = 0
-    _losses: dict[str, deque[float]] = field(default_factory=dict)
-    _sums: dict[str, list[float]] = field(default_factory=dict)  # name -> [sum, count] of finite losses in window
     tests: dict[str, dict[str, float]] = field(default_factory=dict)  # challenger -> last test
+    # the candidates with a record, in the order they first had a label (the order tests run in),
+    # and their losses: row i of _buf is _names[i]'s doubled ring of the last `window` labels
+    _names: list[str] = field(default_factory=list)
+    _buf: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    _pos: int = 0
 
-    def _q(self, name: str) -> deque[float]:
-        q = self._losses.get(name)
-        if q is None:
-            q = self._losses[name] = deque([math.nan] * min(self.labels, self.rule.window),
-                                           maxlen=self.rule.window)
-        return q
+    def __post_init__(self) -> None:
+        if self._buf.shape != (len(self._names), 2 * self.rule.window):
+            self._buf = np.full((len(self._names), 2 * self.rule.window), math.nan)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_losses" in state:  # pickled before the ring buffers: one deque per candidate
+            w = state["rule"].window
+            losses = state.pop("_losses")
+            state.pop("_sums", None)
+            state["_names"] = list(losses)
+            state["_buf"] = buf = np.full((len(losses), 2 * w), math.nan)
+            state["_pos"] = 0
+            for i, q in enumerate(losses.values()):
+                if q:
+                    buf[i, w - len(q):w] = buf[i, 2 * w - len(q):] = list(q)
+        self.__dict__.update(state)
+
+    def _window(self) -> np.ndarray:
+        """(candidates, m): the last ``m = min(labels, window)`` losses, oldest first."""
+        w = self.rule.window
+        m = min(self.labels, w)
+        return self._buf[:, self._pos + w - m:self._pos + w]
 
     def reset(self, name: str, ts_us: int | None = None, promote: bool = False, why: str = "") -> None:
         """Forget ``name``'s record (a new version). ``promote``: a new production version
         takes over from persistence at once (it passed the training gate)."""
-        if name in self._losses:
-            self._losses[name] = deque([math.nan] * len(self._losses[name]), maxlen=self.rule.window)
-            self._sums[name] = [0.0, 0]
+        if name in self._names:
+            self._buf[self._names.index(name)] = math.nan
         self.tests.pop(name, None)
         why = why or "promoted by the training gate (walk-forward test vs persistence); no live record yet"
         if promote and self.choice == "persistence":
@@ -134,8 +199,10 @@ class Selector:
 
     def drop(self, name: str, ts_us: int | None, why: str) -> None:
         """``name`` is no longer available: if it is the choice, fall back to persistence."""
-        self._losses.pop(name, None)
-        self._sums.pop(name, None)
+        if name in self._names:
+            i = self._names.index(name)
+            del self._names[i]
+            self._buf = np.delete(self._buf, i, axis=0)
         self.tests.pop(name, None)
         if self.choice == name:
             self._switch("persistence", ts_us, why)
@@ -145,53 +212,83 @@ class Selector:
         self.switches += 1
         self._since_switch = 0
 
-    def update(self, ts_us: int, losses: dict[str, float]) -> str | None:
-        self.labels += 1
-        self._since_switch += 1
-        sums = self._sums
-        for name in (*self._losses, *(k for k in losses if k not in self._losses)):
-            v = losses.get(name, math.nan)
-            v = float(v) if v is not None else math.nan
-            q = self._q(name)
-            acc = sums.setdefault(name, [0.0, 0])
-            if len(q) == q.maxlen and q[0] == q[0]:
-                acc[0] -= q[0]
-                acc[1] -= 1
-            q.append(v)
-            if v == v:
-                acc[0] += v
-                acc[1] += 1
-            if self.labels % 3600 == 0:  # no drift from the running sum
-                acc[0] = math.fsum(x for x in q if x == x)
+    def update(self, ts_us: int, losses: dict[str, float | None]) -> str | None:
+        """One matured label; returns the new choice if it changed (:meth:`update_many` of
+        one label, without the block machinery)."""
+        r = self.rule
+        w = r.window
         if self.since_ts_us is None:
             self.since_ts_us = ts_us
+        added = [n for n in losses if n not in self._names]
+        if added:
+            self._names.extend(added)
+            self._buf = np.concatenate((self._buf, np.full((len(added), 2 * w), math.nan)))
+        col = [math.nan if (v := losses.get(n, math.nan)) is None else float(v) for n in self._names]
+        p = self._pos
+        self._buf[:, p] = col
+        self._buf[:, p + w] = col
+        self._pos = (p + 1) % w
+        self.labels += 1
+        self._since_switch += 1
+        return self.check(ts_us) if self.labels % r.check_every == 0 else None
+
+    def update_many(self, ts_us: Sequence[int], losses: dict[str, np.ndarray],
+                    first: dict[str, int] | None = None) -> list[tuple[int, str]]:
+        """``len(ts_us)`` matured labels at once, exactly as many :meth:`update` calls:
+        ``losses[name][i]`` is ``name``'s loss on label ``i`` (NaN: none); a name gets a
+        record from its label ``first[name]`` on (default 0: the first one; the label
+        where it first predicted). Returns the switches: ``(label index, new choice)``."""
+        k = len(ts_us)
         r = self.rule
-        if self.labels % r.check_every:
-            return None
-        return self.check(ts_us)
+        w = r.window
+        if self.since_ts_us is None and k:
+            self.since_ts_us = ts_us[0]
+        new = sorted((first.get(n, 0) if first else 0, j, n) for j, n in enumerate(losses) if n not in self._names)
+        out: list[tuple[int, str]] = []
+        i = 0
+        vals = None
+        while i < k:
+            step = min(k - i, r.check_every - self.labels % r.check_every, w)
+            added = [n for f, _, n in new if f < i + step and n not in self._names]
+            if added:
+                self._names.extend(added)
+                self._buf = np.concatenate((self._buf, np.full((len(added), 2 * w), math.nan)))
+            if vals is None or added:  # every record's losses of the block (NaN: none)
+                vals = np.empty((len(self._names), k))
+                vals.fill(math.nan)
+                for j, n in enumerate(self._names):
+                    v = losses.get(n)
+                    if v is not None:
+                        vals[j] = v
+            self._pos = _ring_write(self._buf, self._pos, w, vals[:, i:i + step])
+            self.labels += step
+            self._since_switch += step
+            if self.labels % r.check_every == 0 and self.check(ts_us[i + step - 1]) is not None:
+                out.append((i + step - 1, self.choice))
+            i += step
+        return out
 
     def check(self, ts_us: int) -> str | None:
         r = self.rule
-        cur = self._losses.get(self.choice)
-        if cur is None:
+        if self.choice not in self._names:
             return None
-        c = np.fromiter(cur, float, len(cur))
+        win = self._window()
+        m = win.shape[1]
+        c = win[self._names.index(self.choice)]
         best: tuple[float, str, str] | None = None
-        for name, q in self._losses.items():
+        for name, k in zip(self._names, win, strict=True):
             if name == self.choice:
                 continue
-            k = np.fromiter(q, float, len(q))
-            m = min(len(c), len(k))
-            a, b = k[len(k) - m:], c[len(c) - m:]
-            ok = np.isfinite(a) & np.isfinite(b)
-            n = int(ok.sum())
+            d = k - c  # losses are >= 0 or NaN: d is finite exactly where both are
+            ok = np.isfinite(d)
+            n = int(np.count_nonzero(ok))
             if n < 2:
                 self.tests.pop(name, None)
                 continue
-            a, b = a[ok], b[ok]
-            mae_k, mae_c = float(a.mean()), float(b.mean())
+            a, b = (k, c) if n == m else (k[ok], c[ok])
+            mae_k, mae_c = float(np.add.reduce(a)) / n, float(np.add.reduce(b)) / n  # == a.mean(), b.mean()
             margin = 1 - mae_k / mae_c if mae_c > 0 else 0.0
-            p = one_sided_dm(a - b, r.lags)[1] if n >= r.min_labels else math.nan
+            p = one_sided_dm(d if n == m else d[ok], r.lags)[1] if n >= r.min_labels else math.nan
             self.tests[name] = {"n": n, "mae": mae_k, "mae_current": mae_c, "margin": margin, "p_value": p}
             if (n >= r.min_labels and p < r.alpha and margin >= r.min_margin
                     and self._since_switch >= r.min_dwell and (best is None or mae_k < best[0])):
@@ -205,10 +302,14 @@ class Selector:
 
     def mae(self, name: str) -> tuple[float, int]:
         """(MAE, n) of ``name`` on the labels of the window it predicted."""
-        acc = self._sums.get(name)
-        if not acc or acc[1] <= 0:
+        if name not in self._names:
             return math.nan, 0
-        return acc[0] / acc[1], int(acc[1])
+        v = self._window()[self._names.index(name)]
+        ok = np.isfinite(v)
+        n = int(np.count_nonzero(ok))
+        if n == 0:
+            return math.nan, 0
+        return float(np.add.reduce(v if n == len(v) else v[ok])) / n, n
 
 
 @dataclass
@@ -223,7 +324,9 @@ class IntervalTracker:
     ``window`` normalised |residuals| at an adjusted level, times the current sigma;
     adaptive conformal inference (Gibbs & Candès 2021) moves that level by ``gamma``
     after every label (up after a miss, down after a hit), so long-run coverage tracks
-    L even when the residuals' distribution shifts.
+    L even when the residuals' distribution shifts. The quantiles move every
+    ``refresh_every`` labels (every label until ``min_n``), so between two refreshes the
+    half-widths are the constant quantiles times each row's sigma (:meth:`quantiles`).
 
     >>> t = IntervalTracker((0.8,), window=500, min_n=50)
     >>> rng = np.random.default_rng(0)
@@ -239,42 +342,108 @@ class IntervalTracker:
     min_n: int = 60
     gamma: float = 0.005
     refresh_every: int = 30  # labels between quantile updates (the volatility scale moves every row)
-    _z: deque[float] = field(default_factory=deque)
+    _z: np.ndarray = field(default_factory=lambda: np.empty(0))  # ring: normalised |residual| i at i % window
     _adj: dict[float, float] = field(default_factory=dict)  # level -> current miscoverage target
     _q: dict[float, float] = field(default_factory=dict)  # level -> current normalised quantile
     n: int = 0
 
     def __post_init__(self) -> None:
-        self._z = deque(self._z, maxlen=self.window)
+        if len(self._z) != self.window:
+            self._z = np.full(self.window, math.nan)
         for lv in self.levels:
             self._adj.setdefault(lv, 1 - lv)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        z = state.get("_z")
+        if isinstance(z, deque):  # pickled before the ring buffer
+            ring = np.full(state["window"], math.nan)
+            for i, v in enumerate(z, start=state["n"] - len(z)):
+                ring[i % state["window"]] = v
+            state["_z"] = ring
+        self.__dict__.update(state)
 
     def add(self, sigma_then: float, bounds_then: float | dict[float, float] | None, err_bps: float) -> None:
         """A matured label: ``err_bps`` (actual vs predicted, log bps), ``sigma_then`` the
         scale at prediction time, ``bounds_then`` the half-widths published then (per
         level; for the coverage feedback; a float means "the same for all")."""
-        if not (math.isfinite(err_bps) and math.isfinite(sigma_then) and sigma_then > 0):
-            return
-        if isinstance(bounds_then, dict):
-            for lv, w in bounds_then.items():
-                if lv in self._adj and math.isfinite(w):
-                    miss = 1.0 if abs(err_bps) > w else 0.0
-                    self._adj[lv] = min(0.5, max(1e-4, self._adj[lv] + self.gamma * ((1 - lv) - miss)))
-        self._z.append(abs(err_bps) / sigma_then)
+        b = bounds_then if isinstance(bounds_then, dict) else {}
+        self.add_many(np.array([sigma_then], dtype=float),
+                      np.array([[b.get(lv, math.nan)] for lv in self.levels], dtype=float).reshape(-1, 1),
+                      np.array([err_bps], dtype=float))
+
+    def adds_to_refresh(self) -> int:
+        """How many more valid labels until the quantiles move (see :meth:`add_many`)."""
+        if self.n < self.min_n:
+            return self.min_n - self.n
+        return self.refresh_every - self.n % self.refresh_every
+
+    def add_many(self, sigma_then: np.ndarray, widths_then: np.ndarray, err_bps: np.ndarray) -> None:
+        """A block of matured labels, exactly as :meth:`add` one by one: ``widths_then``
+        is ``(len(levels), k)``, the half-widths published for each label (NaN: none).
+        Labels with a non-finite error or scale are ignored."""
+        ok = np.isfinite(err_bps) & np.isfinite(sigma_then) & (sigma_then > 0)
+        if np.count_nonzero(ok) < len(ok):
+            sigma_then, widths_then, err_bps = sigma_then[ok], widths_then[:, ok], err_bps[ok]
+        e = np.abs(err_bps)
+        self.add_valid(e / sigma_then, e, widths_then)
+
+    def add_valid(self, z: np.ndarray, abs_err: np.ndarray, widths_then: np.ndarray) -> None:
+        """:meth:`add_many` of labels known valid, given ``z = |err| / sigma_then`` and ``|err|``."""
+        e, g = abs_err.tolist(), self.gamma
+        wl = widths_then.tolist()
+        i, k = 0, len(z)
+        while i < k:
+            step = min(k - i, self.adds_to_refresh(), self.window)
+            for lv, w in zip(self.levels, wl, strict=True):
+                # ACI, one label at a time: the step after a miss, after a hit (no half-width published: none)
+                miss, hit = g * ((1 - lv) - 1.0), g * ((1 - lv) - 0.0)
+                x = self._adj[lv]
+                for ei, wi in zip(e[i:i + step], w[i:i + step], strict=True):
+                    if wi == wi:
+                        x += miss if ei > wi else hit
+                        if x < 1e-4:
+                            x = 1e-4
+                        elif x > 0.5:
+                            x = 0.5
+                self._adj[lv] = x
+            j = self.n % self.window
+            first = min(step, self.window - j)
+            self._z[j:j + first] = z[i:i + first]
+            self._z[:step - first] = z[i + first:i + step]
+            self.n += step
+            if self.n == self.min_n or self.n > self.min_n and self.n % self.refresh_every == 0:
+                self._refresh()
+            i += step
+
+    def add_one(self, z: float, abs_err: float, widths_then: list[float]) -> None:
+        """:meth:`add_valid` of one label (the same arithmetic, without numpy)."""
+        g = self.gamma
+        for lv, w in zip(self.levels, widths_then, strict=True):
+            if w == w:
+                x = self._adj[lv] + (g * ((1 - lv) - 1.0) if abs_err > w else g * ((1 - lv) - 0.0))
+                self._adj[lv] = 1e-4 if x < 1e-4 else 0.5 if x > 0.5 else x
+        self._z[self.n % self.window] = z
         self.n += 1
-        if self.n % self.refresh_every == 0 or self.n <= self.min_n:
+        if self.n == self.min_n or self.n > self.min_n and self.n % self.refresh_every == 0:
             self._refresh()
 
     def _refresh(self) -> None:
-        n = len(self._z)
+        n = min(self.n, self.window)
         if n < self.min_n:
             self._q.clear()
             return
-        # the "higher" empirical quantile of every level from one partial sort
-        ks = {lv: min(n - 1, math.ceil(min(1.0, 1 - self._adj[lv]) * (n - 1))) for lv in self.levels}
-        z = np.partition(np.fromiter(self._z, float, n), sorted(set(ks.values())))
-        for lv, k in ks.items():
-            self._q[lv] = float(z[k])
+        # the "higher" empirical quantile of every level
+        z = np.sort(self._z[:n])  # (a full sort of 720 is cheaper than a 2-point partition)
+        for lv in self.levels:
+            self._q[lv] = float(z[min(n - 1, math.ceil(min(1.0, 1 - self._adj[lv]) * (n - 1)))])
+        self._qa = np.array(list(self._q.values()))
+
+    def quantiles(self) -> np.ndarray | None:
+        """The current normalised quantile per level (``levels`` order), or None while warming up."""
+        if not self._q:
+            return None
+        qa = getattr(self, "_qa", None)  # (set by _refresh; a tracker pickled before it has none)
+        return qa if qa is not None else np.array([self._q[lv] for lv in self.levels])
 
     def half_widths(self, sigma_now: float) -> dict[float, float]:
         """Half-widths in bps per level (empty until ``min_n`` residuals)."""
@@ -296,16 +465,30 @@ class VolScale:
     last_close: float = math.nan
 
     def update(self, close: float) -> float:
-        if math.isfinite(close) and close > 0:
-            if math.isfinite(self.last_close):
-                r2 = (1e4 * math.log(close / self.last_close)) ** 2
-                if math.isnan(self.fast):
-                    self.fast = self.slow = r2
-                else:
-                    self.fast += 2 / (self.span + 1) * (r2 - self.fast)
-                    self.slow += 2 / (self.slow_span + 1) * (r2 - self.slow)
-            self.last_close = close
-        return self.sigma
+        return self.update_many([close])[0]
+
+    def update_many(self, closes: Sequence[float]) -> list[float]:
+        """The scale after each close (NaN until two closes), as :meth:`update` one by one."""
+        a, b = 2 / (self.span + 1), 2 / (self.slow_span + 1)
+        fast, slow, last = self.fast, self.slow, self.last_close
+        out = []
+        for close in closes:
+            if math.isfinite(close) and close > 0:
+                if math.isfinite(last):
+                    r2 = (1e4 * math.log(close / last)) ** 2
+                    if math.isnan(fast):
+                        fast = slow = r2
+                    else:
+                        fast += a * (r2 - fast)
+                        slow += b * (r2 - slow)
+                last = close
+            if math.isnan(fast):
+                out.append(math.nan)
+            else:
+                s = math.sqrt(max(fast, 0.0625 * slow))
+                out.append(s if s > 0 else math.nan)
+        self.fast, self.slow, self.last_close = fast, slow, last
+        return out
 
     @property
     def sigma(self) -> float:
