@@ -40,6 +40,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.linalg.lapack import dposv as _posv
 
 
 class BayesLinear:
@@ -81,11 +82,8 @@ class BayesLinear:
         bZ = self.beta * Z
         prec = self.prec + bZ.T @ Z
         eta = self.eta + bZ.T @ y
-        try:
-            coef = np.linalg.solve(prec, eta)
-        except np.linalg.LinAlgError:
-            coef = eta * np.nan
-        if not (math.isfinite(float(coef @ coef)) and math.isfinite(float(var @ var))):
+        _, coef, info = _posv(prec, eta)  # Cholesky solve: prec is symmetric positive definite
+        if info != 0 or not (math.isfinite(float(coef @ coef)) and math.isfinite(float(var @ var))):
             self.refused += 1  # a hostile value: keep the model as it was
             return
         self.count, self.mean, self.var = n, mean, var

@@ -36,6 +36,7 @@ cannot produce an absurd price. ``model_metrics`` rows are written every
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
 from collections import deque
@@ -293,10 +294,12 @@ class OnlineLearner:
 
     def _inputs(self, rows: Sequence[FeatureRow]) -> np.ndarray:
         names = self.raw_names
-        nan = math.nan
-        raw = [list(r.values.values()) if tuple(r.values) == names else [r.values.get(n, nan) for n in names]
-               for r in rows]
-        X: np.ndarray = input_block(names, [r.close for r in rows], np.array(raw, dtype=np.float64).reshape(len(rows), -1))
+        if tuple(rows[0].values) == names:  # the rows of one call come from one feature state: one key order
+            flat = itertools.chain.from_iterable(r.values.values() for r in rows)
+        else:
+            flat = (r.values.get(n, math.nan) for r in rows for n in names)
+        raw = np.fromiter(flat, np.float64, len(rows) * len(names)).reshape(len(rows), len(names))
+        X: np.ndarray = input_block(names, [r.close for r in rows], raw)
         return X
 
     def on_row(self, row: FeatureRow) -> LearnOutput:
