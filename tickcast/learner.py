@@ -40,7 +40,7 @@ import itertools
 import math
 import pickle
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,6 +294,7 @@ class OnlineLearner:
 
     def _inputs(self, rows: Sequence[FeatureRow]) -> np.ndarray:
         names = self.raw_names
+        flat: Iterable[float]
         if tuple(rows[0].values) == names:  # the rows of one call come from one feature state: one key order
             flat = itertools.chain.from_iterable(r.values.values() for r in rows)
         else:
