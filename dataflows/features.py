@@ -31,6 +31,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulLogic
 
 from dataflows.chunks import PROGRESS, RawChunk
+from dataflows.process import relax_gc
 from dataflows.sinks import OfflineSink, OnlineSink, RegistrySink
 from dataflows.sources import (
     DEAD,
@@ -224,4 +225,5 @@ def _settings_or_exit() -> Settings:
         fatal(e, 2)
 
 
+relax_gc()
 flow = build_flow(_settings_or_exit())

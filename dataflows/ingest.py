@@ -32,6 +32,7 @@ from bytewax.dataflow import Dataflow
 from dataflows.chunks import HEARTBEAT, RawChunk
 from dataflows.kafka.sink import KafkaTradeSink
 from dataflows.kafka.topic import KafkaUnavailable, ensure_trades_topic
+from dataflows.process import relax_gc
 from dataflows.sinks import DeadLetterSink
 from dataflows.sources import (
     TradeGate,
@@ -75,4 +76,5 @@ def _settings_or_exit() -> Settings:
     return s
 
 
+relax_gc()
 flow = build_flow(_settings_or_exit())

@@ -35,6 +35,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import StatefulLogic
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from dataflows.process import relax_gc
 from dataflows.sources import _ReplayPartition
 from tickcast.config import ConfigError, Settings
 from tickcast.news.dedupe import Deduper
@@ -364,4 +365,5 @@ def _flow_or_exit() -> Dataflow:
         raise SystemExit(2) from None
 
 
+relax_gc()
 flow = _flow_or_exit()
