@@ -218,3 +218,24 @@ def test_outputs_do_not_depend_on_how_rows_are_grouped_into_calls() -> None:
         assert drive(sizes)[1] == ones[1]
     assert sum(1 for x in ones[0] if isinstance(x, tuple) and len(x) == 2) > 10  # snapshots were taken
     assert sum(1 for x in ones[0] if type(x).__name__ == "DriftEvent") > 0
+
+
+def test_drift_detector_is_rivers_adwin_without_rivers_heavy_imports() -> None:
+    """tickcast.learner.adwin() loads River's ADWIN without scikit-learn/pandas (river.drift's
+    package init imports them: ~1.4 CPU-s per flow process); River's own package still
+    imports afterwards and shares the very class (a learner pickle stays a River ADWIN)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from tickcast.learner import adwin\n"
+        "d = adwin(); d.update(1.0)\n"
+        "assert type(d).__module__ == 'river.drift.adwin', type(d)\n"
+        "assert not {'sklearn', 'pandas', 'scipy'} & set(sys.modules), 'heavy import'\n"
+        "from river import drift, forest\n"
+        "assert drift.ADWIN is type(d) and forest.ARFRegressor\n"
+        "import pickle; assert type(pickle.loads(pickle.dumps(d))) is drift.ADWIN\n"
+        "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

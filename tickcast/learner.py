@@ -107,6 +107,43 @@ def make_model(kind: str, seed: int = 42, names: Sequence[str] = ()) -> Any:
     return factory(seed, tuple(names))
 
 
+def adwin() -> Any:
+    """A fresh River ``ADWIN`` drift detector, imported without ``river.drift``'s package
+    ``__init__``: that one imports ``river.datasets`` -> ``river.stream`` -> scikit-learn,
+    pandas and scipy (~1.4 CPU-s and ~60 MB in a flow process that needs none of them).
+    ``river.drift.adwin`` itself needs only ``river.base`` and its compiled core, so it is
+    loaded under a bare placeholder package that is removed again at once: a later
+    ``from river import drift`` imports the real package, which reuses the same ``adwin``
+    module (same class; tested). River is pinned (pyproject) — a River whose ``adwin``
+    module needs more falls back to the plain import."""
+    import sys
+
+    mod = sys.modules.get("river.drift.adwin")
+    if mod is None and "river.drift" not in sys.modules:
+        import importlib
+        import os
+        import types
+
+        import river
+
+        placeholder = types.ModuleType("river.drift")
+        placeholder.__path__ = [os.path.join(os.path.dirname(river.__file__), "drift")]
+        sys.modules["river.drift"] = placeholder
+        try:
+            mod = importlib.import_module("river.drift.adwin")
+        except ImportError:
+            sys.modules.pop("river.drift.adwin", None)
+            mod = None
+        finally:
+            if sys.modules.get("river.drift") is placeholder:
+                del sys.modules["river.drift"]
+    if mod is None:
+        from river import drift
+
+        return drift.ADWIN()  # type: ignore[no-untyped-call]
+    return mod.ADWIN()
+
+
 class _PerRow:
     """Block interface over a River regressor that learns and predicts one dict at a time."""
 
@@ -232,8 +269,6 @@ class OnlineLearner:
 
     def __init__(self, symbol: str, horizon_seconds: int, kind: str = "linear", seed: int = 42,
                  snapshot_every: int = 360, clip_sigmas: float = 4.0, learn_every: int = LEARN_EVERY) -> None:
-        from river import drift
-
         if kind not in MODEL_KINDS:
             make_model(kind)  # the one error message for an unknown kind
         self.symbol = symbol
@@ -259,7 +294,7 @@ class OnlineLearner:
         self.clip_sigmas = clip_sigmas
         self.learn_every = learn_every  # mini-batch size of a model that learns in blocks
         self.snapshot_every = snapshot_every
-        self.detector = drift.ADWIN()  # type: ignore[no-untyped-call]
+        self.detector = adwin()
         self.drifts = 0
         self.last_ts_us: int | None = None
         self.last_label_ts_us: int | None = None
