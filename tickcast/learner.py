@@ -463,7 +463,7 @@ class OnlineLearner:
         return [st.metrics_row(self.symbol, ts, name, self.horizon_seconds) for name, st in self.stats.items()]
 
     def _drift(self, residual: float, ts_us: int, seen: int, out: LearnOutput) -> None:
-        self.detector.update(residual)  # type: ignore[no-untyped-call]
+        self.detector.update(residual)
         if self.detector.drift_detected:
             self.drifts += 1
             out.drift_events.append(DriftEvent(
