@@ -148,7 +148,8 @@ def test_snapshots_are_due_every_n_samples() -> None:
     s = out.snapshots[0]
     assert s.symbol == "BTC/USD" and s.meta["samples_seen"] == 100
     assert s.meta["model_kind"] == "online:linear" and "persistence" in s.meta["metrics"]
-    assert pickle.loads(s.payload).predict_one({"ret_1_bps": 0.0}) is not None
+    model = pickle.loads(s.payload)  # the registry serves it through predict_one (kind "river")
+    assert model.learned == 96 and model.predict_one({"ret_1_bps": 5.0}) != model.predict_one({"ret_1_bps": -5.0})
 
 
 def test_default_model_is_rivers_bayesian_linear_regression() -> None:
@@ -177,7 +178,9 @@ def test_default_model_is_rivers_bayesian_linear_regression() -> None:
         ours.learn_batch(X[i:i + 1], y[i:i + 1])
         if i == len(y) // 2:
             ours = pickle.loads(pickle.dumps(ours))
-    assert ours.learned == len(y) and abs(ours.predict_one({}) - river.predict_one({})) < 1e-9
+    x_last = {n: float(v) for n, v in zip(names, X[-1], strict=True) if v == v}
+    assert ours.learned == len(y) and river.predict_one(x_last) != 0.0
+    assert abs(ours.predict_one(x_last) - river.predict_one(x_last)) <= 1e-9 * abs(river.predict_one(x_last))
 
 
 def _canonical(model: object) -> dict[str, object]:
@@ -239,3 +242,33 @@ def test_drift_detector_is_rivers_adwin_without_rivers_heavy_imports() -> None:
         "print('ok')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_recovery_state_of_the_previous_version_loads_and_keeps_learning() -> None:
+    """tests/data/old_pipeline_38efb87.pkl: a SymbolPipeline pickled by the code before
+    mini-batches (River's model, dict inputs, 12 waiting predictions) after 3,000 simulated
+    BTC/USD trades (seed 21). It loads, its River model becomes the same BayesLinear
+    (equal predictions), the waiting predictions are counted as unmatured, and it goes on."""
+    from pathlib import Path
+
+    from tickcast.bayes_linear import BayesLinear
+    from tickcast.model_inputs import model_inputs
+
+    raw = (Path(__file__).parent / "data" / "old_pipeline_38efb87.pkl").read_bytes()
+    pipe = pickle.loads(raw)
+    river_model = pickle.loads(raw).learner.model
+    assert pipe.learner.unmatured == 12 and pipe.learner.samples_seen == 291
+    trades = MarketSimulator(["BTC/USD"], seed=21, params=SimParams(rate=2)).next_trades(6000)[3000:]
+    outs = [pipe.on_trades(trades[i:i + 500]) for i in range(0, 3000, 500)]
+    outs.append(pipe.on_eof())
+    learner = pipe.learner
+    assert isinstance(learner.model, BayesLinear) and learner.learn_every == 12
+    online = [p for o in outs for p in o.predictions if p.model_kind == "online:linear"]
+    assert len(online) > 250 and learner.samples_seen == 291 + len(online) - 12  # the last 12 wait
+    # the conversion kept what the River model had learned: same predictions on a new row
+    row = outs[0].features[0]
+    x = model_inputs(row.close, row.values, partial=True)
+    converted = pickle.loads(raw).learner
+    converted._start(row)
+    assert x and river_model.predict_one(x) != 0.0
+    assert abs(converted.model.predict_one(x) - river_model.predict_one(x)) < 1e-9 * abs(river_model.predict_one(x))

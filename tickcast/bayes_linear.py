@@ -24,7 +24,7 @@ per-row model up to rounding (tested against River to 1e-9).
 >>> rng = np.random.default_rng(0)
 >>> X = rng.normal(size=(600, 2))
 >>> for i in range(0, 600, 12):
-...     m.learn_batch(X[i:i + 12], 3.0 * X[i:i + 12, 0] + rng.normal(0, 0.1, 12))
+...     _ = m.learn_batch(X[i:i + 12], 3.0 * X[i:i + 12, 0] + rng.normal(0, 0.1, 12))
 >>> p = float(m.predict_block(np.array([[1.0, 0.0]]))[0])
 >>> 2.7 < p < 3.3
 True
@@ -36,7 +36,6 @@ True
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -59,8 +58,13 @@ class BayesLinear:
         self.refused = 0  # batches whose update was not finite (left out)
         self.w = np.zeros(d)  # the scaler folded into the weights: y = sum_i w_i (x_i - mean_i)
 
-    def learn_batch(self, X: np.ndarray, y: np.ndarray) -> None:
-        """Learn the rows of ``X`` (NaN = missing input) with targets ``y`` at once."""
+    def learn_batch(self, X: np.ndarray, y: np.ndarray) -> bool:
+        """Learn the rows of ``X`` (NaN = missing input) with targets ``y`` at once; False
+        (and the model unchanged) if the update is not finite (a hostile value)."""
+        with np.errstate(all="ignore"):
+            return self._learn(X, y)
+
+    def _learn(self, X: np.ndarray, y: np.ndarray) -> bool:
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         ok = np.isfinite(X)
@@ -85,13 +89,14 @@ class BayesLinear:
             coef = np.linalg.solve(prec, eta)  # (scipy's LAPACK dposv is 6 us faster, but importing scipy.linalg costs 0.3 s)
         except np.linalg.LinAlgError:
             coef = eta * np.nan
-        if not (math.isfinite(float(coef @ coef)) and math.isfinite(float(var @ var))):
+        if not (np.isfinite(coef).all() and np.isfinite(var).all() and np.isfinite(prec).all()):
             self.refused += 1  # a hostile value: keep the model as it was
-            return
+            return False
         self.count, self.mean, self.var = n, mean, var
         self.prec, self.eta, self.coef = prec, eta, coef
         self.learned += len(y)
         self.w = coef * inv  # the scaler folded into the weights: y = sum_i w_i (x_i - mean_i)
+        return True
 
     def predict_block(self, X: np.ndarray) -> np.ndarray:
         """Predictions of the rows of ``X`` (NaN = missing input: contributes 0)."""

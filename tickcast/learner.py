@@ -107,15 +107,15 @@ def make_model(kind: str, seed: int = 42, names: Sequence[str] = ()) -> Any:
     return factory(seed, tuple(names))
 
 
-def adwin() -> Any:
-    """A fresh River ``ADWIN`` drift detector, imported without ``river.drift``'s package
-    ``__init__``: that one imports ``river.datasets`` -> ``river.stream`` -> scikit-learn,
-    pandas and scipy (~1.4 CPU-s and ~60 MB in a flow process that needs none of them).
-    ``river.drift.adwin`` itself needs only ``river.base`` and its compiled core, so it is
-    loaded under a bare placeholder package that is removed again at once: a later
-    ``from river import drift`` imports the real package, which reuses the same ``adwin``
-    module (same class; tested). River is pinned (pyproject) — a River whose ``adwin``
-    module needs more falls back to the plain import."""
+def _adwin_class() -> Any:
+    """River's ``ADWIN`` class, imported without ``river.drift``'s package ``__init__``: that
+    one imports ``river.datasets`` -> ``river.stream`` -> scikit-learn, pandas and scipy
+    (~1.4 CPU-s and ~60 MB in a flow process that needs none of them). ``river.drift.adwin``
+    itself needs only ``river.base`` and its compiled core, so it is loaded under a bare
+    placeholder package that is removed again at once: a later ``from river import drift``
+    imports the real package, which reuses the same ``adwin`` module (same class; tested).
+    Runs once, when this module is imported (before any flow thread exists). River is pinned
+    (pyproject); a River whose ``adwin`` module needs more falls back to the plain import."""
     import sys
 
     mod = sys.modules.get("river.drift.adwin")
@@ -140,8 +140,45 @@ def adwin() -> Any:
     if mod is None:
         from river import drift
 
-        return drift.ADWIN()  # type: ignore[no-untyped-call]
-    return mod.ADWIN()
+        return drift.ADWIN
+    return mod.ADWIN
+
+
+_ADWIN = _adwin_class()
+
+
+def adwin() -> Any:
+    """A fresh River ``ADWIN`` drift detector (see :func:`_adwin_class`)."""
+    return _ADWIN()
+
+
+def _from_river_linear(model: Any, names: tuple[str, ...]) -> Any:
+    """The state of River's ``StandardScaler | BayesianLinearRegression`` (the default model
+    of earlier versions, still in their recovery state) as a :class:`BayesLinear`: the same
+    statistics and posterior, so an upgraded flow keeps what it learned and runs on the
+    mini-batch path. Anything else (another pipeline) is returned unchanged."""
+    try:
+        scaler, reg = model.steps.values()
+        counts, means, vars_ = scaler.counts, scaler.means, scaler.vars
+        idx, ss, eta = reg._idx, reg._ss_arr, reg._eta_arr
+        out = BayesLinear(names, alpha=reg.alpha, beta=reg.beta)
+        for i, n in enumerate(names):
+            out.count[i], out.mean[i], out.var[i] = counts.get(n, 0), means.get(n, 0.0), vars_.get(n, 0.0)
+        pos = [idx.get(n) for n in names]
+        for i, a in enumerate(pos):
+            if a is None:
+                continue
+            out.eta[i] = eta[a]
+            for j, b in enumerate(pos):
+                if b is not None:
+                    out.prec[i, j] = ss[a, b]
+        out.coef = np.asarray(np.linalg.solve(out.prec, out.eta), dtype=np.float64)
+        std = np.sqrt(out.var)
+        out.w = out.coef * np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
+        out.learned = int(max(counts.values(), default=0))
+        return out
+    except (AttributeError, ValueError, TypeError, KeyError, np.linalg.LinAlgError):
+        return model
 
 
 class _PerRow:
@@ -220,7 +257,7 @@ class ErrorStats:
         }
 
 
-@dataclass(slots=True)
+@dataclass  # no slots: recovery state pickled before them holds these as dicts
 class Pending:
     """A prediction waiting for its label (its inputs, the price then, the baselines')."""
 
@@ -289,6 +326,7 @@ class OnlineLearner:
         self.skipped_nonfinite = 0  # rows not predicted: no finite input at all, or a bad price
         self.skipped_values = 0  # non-finite input values left out (indicators warming up)
         self.nonfinite_predictions = 0  # rows whose prediction was not finite (not served, not scored)
+        self.refused = 0  # matured labels in mini-batches the model refused (non-finite update)
         self.unmatured = 0  # predictions whose label never arrived (should stay 0)
         self.label_sq = 0.0  # running second moment of labels (bps^2), for clipping
         self.clip_sigmas = clip_sigmas
@@ -308,7 +346,7 @@ class OnlineLearner:
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "raw_names" not in state:  # a learner pickled before mini-batches: keep its model, per row
             state.update(raw_names=(), batch_x=[], batch_y=[], learned=state.get("samples_seen", 0), learn_every=1,
-                         nonfinite_predictions=0,
+                         nonfinite_predictions=0, refused=0,
                          seed=42, unmatured=state.get("unmatured", 0) + len(state.get("pending", {})),
                          pending={})
         self.__dict__.update(state)
@@ -325,12 +363,15 @@ class OnlineLearner:
         names = input_names(self.raw_names)
         if self.model is None:
             self.model = make_model(self.kind, self.seed, names)
+        elif self.kind == "linear" and not isinstance(self.model, BayesLinear):
+            self.model = _from_river_linear(self.model, names)  # recovery state of an earlier version
+            self.learn_every = LEARN_EVERY
         self._block = _block_model(self.model, names, getattr(self, "learn_every", LEARN_EVERY))
 
     def _inputs(self, rows: Sequence[FeatureRow]) -> np.ndarray:
         names = self.raw_names
         flat: Iterable[float]
-        if tuple(rows[0].values) == names:  # the rows of one call come from one feature state: one key order
+        if all(tuple(r.values) == names for r in rows):  # the common case: the model's own key order
             flat = itertools.chain.from_iterable(r.values.values() for r in rows)
         else:
             flat = (r.values.get(n, math.nan) for r in rows for n in names)
@@ -347,7 +388,13 @@ class OnlineLearner:
         if not rows:
             return out
         if self._block is None:
-            self._start(rows[0])
+            first = next((r for r in rows if r.values), None)
+            if first is None:  # no feature values at all yet: nothing to name the model's inputs by
+                self.skipped_nonfinite += len(rows)
+                self.closes.extend(r.close for r in rows)
+                out.online = [None] * len(rows)
+                return out
+            self._start(first)
         block = self._block
         X = self._inputs(rows)
         ok = np.isfinite(X)
@@ -412,8 +459,10 @@ class OnlineLearner:
         for a, b in zip(starts, ends, strict=True):
             if a in learn_at:
                 Xb, yb = learn_at[a]
-                block.learn_batch(Xb, yb)
-                self.learned += len(yb)
+                if block.learn_batch(Xb, yb) is not False:
+                    self.learned += len(yb)
+                else:
+                    self.refused += len(yb)
             if a == b:
                 continue
             closes_seg = np.array([r.close for r in rows[a:b]], dtype=np.float64)
@@ -484,7 +533,7 @@ class OnlineLearner:
         return {
             "model_kind": f"online:{self.kind}", "symbol": self.symbol, "lineage": self.version,
             "horizon_seconds": self.horizon_seconds, "samples_seen": self.samples_seen,
-            "learned": self.learned,
+            "learned": self.learned, "refused": getattr(self, "refused", 0),
             "skipped_nonfinite": self.skipped_nonfinite + self.nonfinite_predictions,
             "skipped_values": self.skipped_values,
             "drifts": self.drifts,
