@@ -230,7 +230,7 @@ TRAIN = Command(
     help="train and evaluate models on the offline store; promote only through a tested gate",
     description="Reads features from the offline store, builds a point-in-time dataset (label = close "
     "at t + TICKCAST_HORIZON_SECONDS by as-of lookup) and evaluates persistence, the mean of the last 10 "
-    "prices, Lasso, tuned XGBoost and the River online model walk-forward: the last --test-fraction of the "
+    "prices, Lasso, tuned XGBoost and the online model (River-style, progressive) walk-forward: the last --test-fraction of the "
     "rows is cut into --folds test blocks; each fold trains and tunes only on the rows whose labels mature "
     "one horizon (the embargo) before its block. Prints per model the pooled out-of-sample MAE, RMSE, "
     "directional accuracy, skill over persistence, Diebold-Mariano p (raw and Holm-corrected over the "

@@ -117,8 +117,8 @@ class Settings:
     online_ttl_seconds: int = 86_400  # Redis keys expire if the pipeline stops writing
     sim_seed: int = 42
     sim_rate: float = 50.0  # mean trades/s per symbol of the live simulator
-    online_model: str = "linear"  # River model learning in the feature flow; "off" disables
-    snapshot_every: int = 360  # registry snapshot of the online model every N learned samples
+    online_model: str = "linear"  # online model learning in the feature flow (tickcast.learner.MODEL_KINDS); "off" disables
+    snapshot_every: int = 360  # registry snapshot of the online model every N matured labels
     registry_keep: int = 20  # snapshots kept per model (aliased ones are never deleted)
     # A live source writes its client's counters (reconnects, gaps, …) to the offline
     # store's ingest_stats every this many seconds: 10 s resolves a reconnect storm
