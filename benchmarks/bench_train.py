@@ -18,7 +18,8 @@ the same folds), timed against the price-only training of the same symbol.
 
     python benchmarks/bench_train.py [--days 30] [--trials 12] [--news-rate 30] [--no-news] [--progress]
 
-``--no-news`` skips the news case (for long spans: it trains BTC/USD a third time);
+``--no-news`` skips the news case (news items, their join and training BTC/USD a third
+time with them: for long spans);
 ``--progress`` shows ``tickcast train``'s progress output (fold lines, tuning bars, a
 heartbeat every 20 s of a long phase).
 """
@@ -30,12 +31,17 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def candles(symbol: str, n: int, seed: int, price: float) -> list:  # type: ignore[type-arg]
+def candles(symbol: str, n: int, seed: int, price: float) -> Iterator[Any]:
+    """``n`` consecutive 10-s candles, one at a time (a year of Candle objects at once
+    would take GBs and set the process's peak memory, not the training's)."""
     import numpy as np
 
     from tickcast.schema import Candle
@@ -49,13 +55,11 @@ def candles(symbol: str, n: int, seed: int, price: float) -> list:  # type: igno
     r = rng.normal(0, 2.5e-4, n) + 2e-5 * np.concatenate(([0.0], ofi[:-1]))
     close = price * np.exp(np.cumsum(r))
     opn = np.concatenate(([price], close[:-1]))
-    out = []
     for i in range(n):
         hi, lo = max(opn[i], close[i]), min(opn[i], close[i])
-        out.append(Candle(symbol, start + i * w, start + (i + 1) * w, float(opn[i]), float(hi), float(lo),
+        yield Candle(symbol, start + i * w, start + (i + 1) * w, float(opn[i]), float(hi), float(lo),
                           float(close[i]), float(buy[i] + sell[i]), float((opn[i] + close[i]) / 2), 10,
-                          float(buy[i]), float(sell[i])))
-    return out
+                          float(buy[i]), float(sell[i]))
 
 
 def main() -> None:
@@ -74,7 +78,7 @@ def main() -> None:
 
     from models.dataset import build_dataset, join_groups, load_features
     from models.train import Phases, TrainConfig, train_symbol
-    from tickcast.features import compute_features
+    from tickcast.features import FeatureState
     from tickcast.groups import extra_groups
     from tickcast.news.sim import simulate_news
     from tickcast.stores.offline import LakeStore
@@ -87,14 +91,19 @@ def main() -> None:
         store.ensure_schema()
         t0 = time.perf_counter()
         for sym, seed, price in (("BTC/USD", 1, 60_000.0), ("ETH/USD", 2, 3_000.0)):
-            store.insert("features", features_to_arrow(compute_features(candles(sym, n, seed, price), 10)))
+            state, gen = FeatureState(10), candles(sym, n, seed, price)
+            while chunk := [state.update(c) for c in islice(gen, 259_200)]:  # 30 days per insert
+                store.insert("features", features_to_arrow(chunk))
         start = 1_767_225_600_000_000
-        items = simulate_news(["BTC/USD"], start, start + n * 10_000_000, seed=3, rate_per_hour=args.news_rate)
-        store.insert("news", rows_to_arrow("news", [
-            {"id": it.id, "published_at": it.published_at_us, "available_at": it.available_at_us,
-             "source": it.source, "title": it.title, "symbols": ",".join(it.symbols), "sentiment": it.sentiment,
-             "sentiments": json.dumps(dict(zip(it.symbols, it.sentiments, strict=True))), "scorer": it.scorer}
-            for it in items]))
+        items = [] if args.no_news else simulate_news(["BTC/USD"], start, start + n * 10_000_000, seed=3,
+                                                      rate_per_hour=args.news_rate)
+        if items:
+            store.insert("news", rows_to_arrow("news", [
+                {"id": it.id, "published_at": it.published_at_us, "available_at": it.available_at_us,
+                 "source": it.source, "title": it.title, "symbols": ",".join(it.symbols),
+                 "sentiment": it.sentiment, "scorer": it.scorer,
+                 "sentiments": json.dumps(dict(zip(it.symbols, it.sentiments, strict=True)))}
+                for it in items]))
         print(f"prepared {2 * n:,} feature rows and {len(items):,} news items in {time.perf_counter() - t0:.1f} s "
               f"({peak()})", flush=True)
         t0 = time.perf_counter()
@@ -105,12 +114,13 @@ def main() -> None:
         t_build = time.perf_counter() - t0
         print(f"dataset: read {len(df):,} rows in {t_load:.2f} s, built in {t_build:.2f} s "
               f"({len(df) / (t_load + t_build):,.0f} rows/s end to end)")
-        t0 = time.perf_counter()
-        _, cols = join_groups(ds, store, "BTC/USD", extra_groups(["news"]), None, None)
-        t_join = time.perf_counter() - t0
-        assert cols, "the news join found no items"
-        print(f"news join: {len(ds):,} label rows in {t_join:.2f} s ({len(ds) / t_join:,.0f} rows/s; "
-              f"{t_join / (t_load + t_build):.2f}x the price dataset's read + build)", flush=True)
+        if not args.no_news:
+            t0 = time.perf_counter()
+            _, cols = join_groups(ds, store, "BTC/USD", extra_groups(["news"]), None, None)
+            t_join = time.perf_counter() - t0
+            assert cols, "the news join found no items"
+            print(f"news join: {len(ds):,} label rows in {t_join:.2f} s ({len(ds) / t_join:,.0f} rows/s; "
+                  f"{t_join / (t_load + t_build):.2f}x the price dataset's read + build)", flush=True)
         del df, ds
         cfg = TrainConfig(horizon_seconds=60, window_seconds=10, n_trials=args.trials, progress=args.progress,
                           groups=("price",))
