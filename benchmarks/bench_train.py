@@ -138,7 +138,7 @@ def main() -> None:
             print(f"  {sym}: best {best['name']} skill {best['skill_vs_persistence']:+.4f} ({per[sym]:.0f} s: "
                   + ", ".join(f"{k} {v:.0f}" for k, v in mine.seconds.items()) + f"; {peak()})", flush=True)
         total = time.perf_counter() - t0
-        target = "target < 900 s, < 8 GiB; " if args.days >= 365 else "target < 300 s; " if args.days <= 30 else ""
+        target = "target < 900 s, < 8 GiB; " if args.days >= 365 else "target < 300 s; " if args.days == 30 else ""
         print(f"training 2 symbols x {args.days:g} days at 10-s candles: {total:.0f} s ({target}{peak()})")
         print("  by phase, both symbols: " + ", ".join(f"{k} {v:.0f} s ({v / total:.0%})"
                                                     for k, v in phases.seconds.items()))
