@@ -43,9 +43,12 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -94,7 +97,56 @@ class TrainConfig:
 
 def _log(cfg: TrainConfig, msg: str) -> None:
     if cfg.progress:
-        print(msg, file=sys.stderr, flush=True)
+        from tqdm import tqdm
+
+        tqdm.write(msg, file=sys.stderr)  # above any progress bar, which is redrawn below it
+        sys.stderr.flush()
+
+
+#: With ``progress``, a phase running longer than this prints a line every this many seconds.
+HEARTBEAT_SECONDS = 20.0
+
+
+@dataclass
+class Phases:
+    """Wall-clock seconds per phase of :func:`train_symbol`, summed over folds (and over
+    symbols when one instance is passed to several calls): ``read`` (offline store),
+    ``dataset`` (labels, inputs, folds, group joins), one entry per batch candidate
+    (tuning + fits + predictions over all folds; ``xgboost final fit`` is the part of
+    ``xgboost`` spent fitting the tuned parameters on whole training spans), one per
+    ablation variant (``xgboost+news`` …), ``online`` (the River progressive pass) and
+    ``report`` (scores, tests, gate, registry)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+_PHASES: ContextVar[Phases | None] = ContextVar("train_phases", default=None)
+
+
+@contextmanager
+def _phase(cfg: TrainConfig, name: str, heartbeat: bool = True) -> Iterator[None]:
+    """Time a phase into the current :class:`Phases`; with ``cfg.progress`` and
+    ``heartbeat``, print ``… <name>: N s`` every :data:`HEARTBEAT_SECONDS` while it runs,
+    so no long step (reading a year, a fit on millions of rows, the online pass) is silent."""
+    t0 = time.perf_counter()
+    stop = threading.Event()
+    beat = None
+    if cfg.progress and heartbeat:
+        def run() -> None:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                _log(cfg, f"    … {name}: {time.perf_counter() - t0:.0f} s")
+
+        beat = threading.Thread(target=run, name="train-heartbeat", daemon=True)
+        beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if beat is not None:
+            beat.join()
+        phases = _PHASES.get()
+        if phases is not None:
+            phases.seconds[name] = phases.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
 def fit_lasso(X: np.ndarray, y: np.ndarray, cfg: TrainConfig, gap: int,
@@ -107,8 +159,12 @@ def fit_lasso(X: np.ndarray, y: np.ndarray, cfg: TrainConfig, gap: int,
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    # precompute=True: the final refit on the whole span also works on the Gram matrix
+    # (the CV paths already do: "auto" means a Gram matrix there but none for the refit,
+    # which then sweeps all rows per coordinate-descent pass). Same problem, same alpha,
+    # same tolerance; coefficients agree to the solver's tolerance, not bit for bit.
     model = make_pipeline(StandardScaler(), LassoCV(cv=TimeSeriesSplit(cfg.cv_folds, gap=gap), alphas=30,
-                                                    random_state=cfg.seed, max_iter=5000))
+                                                    random_state=cfg.seed, max_iter=5000, precompute=True))
     with warnings.catch_warnings():  # weak signals leave tiny alphas unconverged; the CV still chooses
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X, y)
@@ -153,12 +209,18 @@ def fit_xgboost(X: np.ndarray, y: np.ndarray, cfg: TrainConfig, gap: int,
         return xgb.XGBRegressor(objective="reg:absoluteerror", tree_method="hist", n_jobs=threads(rows),
                                 random_state=cfg.seed, **p)
 
+    # one quantised matrix per CV split, shared by all trials: what XGBRegressor.fit
+    # would rebuild for every trial (same data, same bins, same threads, so the same
+    # boosters, checked bit for bit against XGBRegressor when this was written)
+    mats = [(xgb.QuantileDMatrix(X[tr], y[tr], nthread=threads(len(tr))), len(tr), X[va], y[va]) for tr, va in folds]
+
     def objective(trial: optuna.Trial) -> float:
         p = params_of(trial)
         losses = []
-        for i, (tr, va) in enumerate(folds):
-            m = make(p, len(tr)).fit(X[tr], y[tr])
-            losses.append(float(np.mean(np.abs(m.predict(X[va]) - y[va]))))
+        for i, (dtrain, rows, Xva, yva) in enumerate(mats):
+            m = make(p, rows)
+            booster = xgb.train(m.get_xgb_params(), dtrain, m.get_num_boosting_rounds())
+            losses.append(float(np.mean(np.abs(booster.inplace_predict(Xva) - yva))))
             trial.report(float(np.mean(losses)), i)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -176,7 +238,9 @@ def fit_xgboost(X: np.ndarray, y: np.ndarray, cfg: TrainConfig, gap: int,
     if bar is not None:
         bar.close()
     best = dict(study.best_params)
-    model = make(best, len(full_X)).fit(full_X, full_y)
+    _log(cfg, f"  xgboost{label}: fitting the tuned parameters on {len(full_X):,} rows …")
+    with _phase(cfg, "xgboost final fit", heartbeat=False):  # the caller's phase beats
+        model = make(best, len(full_X)).fit(full_X, full_y)
     splits = xgboost_splits(model)
     return model, {**best, "cv_mae_bps": float(study.best_value), "trials": cfg.n_trials, "splits": splits,
                    "constant": splits == 0, "tuned_on_rows": len(X)}
@@ -241,9 +305,12 @@ def ablation_fits(ds: pd.DataFrame, folds: list[Any], base_cols: list[str], grou
             consts = 0
             fit: tuple[Any, dict[str, Any]] = (None, {})
             for k, f in enumerate(folds):
-                fit = fit_model(X[: f.train_end], y[: f.train_end], cfg, gap, f" +{gname} fold {k + 1}/{len(folds)}")
-                sl = slice(f.test_start - folds[0].test_start, f.test_end - folds[0].test_start)
-                pred[sl] = price[f.test_start: f.test_end] * np.exp(fit[0].predict(X[f.test_start: f.test_end]) / 1e4)
+                with _phase(cfg, f"{model}+{gname}"):
+                    fit = fit_model(X[: f.train_end], y[: f.train_end], cfg, gap,
+                                    f" +{gname} fold {k + 1}/{len(folds)}")
+                    sl = slice(f.test_start - folds[0].test_start, f.test_end - folds[0].test_start)
+                    pred[sl] = price[f.test_start: f.test_end] * np.exp(
+                        fit[0].predict(X[f.test_start: f.test_end]) / 1e4)
                 consts += int(bool(fit[1]["constant"]))
             out[f"{model}+{gname}"] = (pred, (fit[0], {**fit[1], "constant_in_folds": consts}), cols)
     return out
@@ -288,19 +355,36 @@ def _model_row(name: str, pred: np.ndarray, actual: np.ndarray, price: np.ndarra
 
 
 def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, until_us: int | None,
-                 cfg: TrainConfig) -> dict[str, Any]:
+                 cfg: TrainConfig, phases: Phases | None = None) -> dict[str, Any]:
+    """Train, score and gate one symbol (module docstring); returns the report (CONTRACT
+    §6). ``phases``, if given, gets the wall-clock seconds of each phase added
+    (:class:`Phases`; not part of the report, which stays a function of data and seed)."""
+    phases = phases if phases is not None else Phases()
+    token = _PHASES.set(phases)
+    try:
+        return _train_symbol(store, registry, symbol, since_us, until_us, cfg, phases)
+    finally:
+        _PHASES.reset(token)
+
+
+def _train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, until_us: int | None,
+                  cfg: TrainConfig, phases: Phases) -> dict[str, Any]:
     t0 = time.perf_counter()
-    raw = load_features(store, [symbol], since_us, until_us)
+    before = dict(phases.seconds)
+    _log(cfg, f"{symbol}: reading features …")
+    with _phase(cfg, "read"):
+        raw = load_features(store, [symbol], since_us, until_us)
     if raw.empty:
         raise DatasetError(f"no feature rows for {symbol} in the requested range")
     versions = raw["feature_set_version"].unique().tolist()
     if len(versions) != 1:
         raise DatasetError(f"{symbol}: mixed feature_set_version {versions}; pick a range with one")
     h_us, w_us = cfg.horizon_seconds * 1_000_000, cfg.window_seconds * 1_000_000
-    ds = build_dataset(raw, h_us, w_us)
+    _log(cfg, f"{symbol}: {len(raw):,} feature rows read in {time.perf_counter() - t0:.1f} s; building the dataset …")
+    with _phase(cfg, "dataset"):
+        ds = build_dataset(raw, h_us, w_us)
     if len(ds) < MIN_ROWS:
         raise DatasetError(f"{symbol}: only {len(ds)} labelled rows with warm features (need {MIN_ROWS})")
-    t_build = time.perf_counter() - t0
     try:
         folds = walk_forward_folds(ds["ts_us"].to_numpy(), cfg.n_folds, cfg.test_fraction, h_us, h_us)
     except ValueError as e:
@@ -309,13 +393,15 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
         raise DatasetError(f"{symbol}: the first fold's training span is too short ({folds[0].train_end} rows; "
                            f"need {MIN_ROWS // 2}): use more history, fewer folds or a smaller test fraction")
     cols = input_columns(ds)  # the price group's inputs: the candidates' columns
-    ds, group_cols = join_groups(ds, store, symbol, extra_groups(cfg.groups), since_us, until_us)
-    X, y = ds[cols].to_numpy(), ds["y_bps"].to_numpy()
+    with _phase(cfg, "dataset"):
+        ds, group_cols = join_groups(ds, store, symbol, extra_groups(cfg.groups), since_us, until_us)
+        X, y = ds[cols].to_numpy(), ds["y_bps"].to_numpy()
+    t_build = time.perf_counter() - t0
     gap = max(1, h_us // w_us)
     oos = ds.iloc[folds[0].test_start:].reset_index(drop=True)
     oos["fold"] = np.concatenate([np.full(f.test_end - f.test_start, k) for k, f in enumerate(folds)])
     _log(cfg, f"{symbol}: {len(ds):,} rows; {len(folds)} walk-forward folds, out-of-sample {len(oos):,} rows "
-              f"(blocks of ~{len(oos) // len(folds):,}), dataset built in {t_build:.1f} s")
+              f"(blocks of ~{len(oos) // len(folds):,}), dataset read and built in {t_build:.1f} s")
 
     # batch models: tuned and fitted inside each fold's training span, scored on its block
     batch_pred = {name: np.empty(len(oos)) for name in BATCH_CANDIDATES}
@@ -329,16 +415,19 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
         sl = slice(f.test_start - folds[0].test_start, f.test_end - folds[0].test_start)
         _log(cfg, f"  {label.strip()}: train {f.train_end:,} rows, test {f.test_end - f.test_start:,} rows")
         for name, fit_candidate in BATCH_CANDIDATES.items():
-            fitted[name] = fit_candidate(Xtr, ytr, cfg, gap, label)
-            batch_pred[name][sl] = price_k * np.exp(fitted[name][0].predict(Xte) / 1e4)
+            with _phase(cfg, name):
+                fitted[name] = fit_candidate(Xtr, ytr, cfg, gap, label)
+                batch_pred[name][sl] = price_k * np.exp(fitted[name][0].predict(Xte) / 1e4)
         fold_params.append({name: fitted[name][1] for name in BATCH_CANDIDATES})
     last_train = ds.iloc[: folds[-1].train_end]
     with_groups = ablation_fits(ds, folds, cols, group_cols, cfg, gap) if group_cols else {}
     for v, (_, fit, _) in with_groups.items():
         fitted[v] = fit
 
-    _log(cfg, f"  river {cfg.online_model} (progressive) …")
-    online_preds, learner = run_online(raw, oos["ts_us"].to_numpy(), symbol, cfg)
+    _log(cfg, f"  river {cfg.online_model} (progressive, {len(raw):,} rows) …")
+    with _phase(cfg, "online"):
+        online_preds, learner = run_online(raw, oos["ts_us"].to_numpy(), symbol, cfg)
+    t_report = time.perf_counter()
     # the online model warms up on its own; score every model on the rows it predicted too
     have = np.array([int(t) in online_preds for t in oos["ts_us"]])
     preds: dict[str, np.ndarray] = {"persistence": oos["price"].to_numpy(), "mean_last_10": oos["mean10"].to_numpy(),
@@ -462,7 +551,10 @@ def train_symbol(store: Any, registry: Any, symbol: str, since_us: int | None, u
                                   "feature_groups": list(best_groups)}
     else:
         report["promoted"] = {"name": None, "version": None, "reason": f"no registry configured; {verdict}"}
-    _log(cfg, f"  done in {time.perf_counter() - t0:.1f} s")
+    phases.seconds["report"] = phases.seconds.get("report", 0.0) + time.perf_counter() - t_report
+    spent = {k: v - before.get(k, 0.0) for k, v in phases.seconds.items() if v - before.get(k, 0.0) > 0}
+    _log(cfg, f"  done in {time.perf_counter() - t0:.1f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in spent.items())
+         + ")")
     return json_safe(report)  # type: ignore[no-any-return]
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from models.dataset import build_dataset, load_features
 from models.evaluation import diebold_mariano, holm, train_test_split_embargo, walk_forward_folds
 from models.gate import Candidate, GateConfig, decide
 from models.registry import ModelRegistry
-from models.train import TrainConfig, train_symbol
+from models.train import Phases, TrainConfig, train_symbol
 from tickcast.pipeline import run_batch
 from tickcast.sim import MarketSimulator, SimParams
 from tickcast.stores.offline import LakeStore
@@ -130,9 +131,35 @@ def test_pinned_walk_the_old_gate_promoted_is_refused(tmp_path: Path) -> None:
 
 def test_same_data_same_seed_same_report(planted_store: LakeStore) -> None:
     cfg = TrainConfig(horizon_seconds=60, window_seconds=10, n_trials=2, progress=False)
-    a = train_symbol(planted_store, None, "BTC/USD", None, None, cfg)
+    phases = Phases()
+    t0 = time.perf_counter()
+    a = train_symbol(planted_store, None, "BTC/USD", None, None, cfg, phases)
+    wall = time.perf_counter() - t0
     b = train_symbol(planted_store, None, "BTC/USD", None, None, cfg)
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    # the timings stay out of the report; every phase is timed and they add up to the wall time
+    sec = phases.seconds
+    top = {"read", "dataset", "lasso", "xgboost", "online", "report"}
+    assert top <= set(sec) and all(sec[k] > 0 for k in top) and 0 < sec["xgboost final fit"] < sec["xgboost"]
+    assert 0.9 * wall < sum(sec[k] for k in top) <= wall
+
+
+def test_a_long_phase_prints_a_heartbeat(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from models import train
+
+    monkeypatch.setattr(train, "HEARTBEAT_SECONDS", 0.05)
+    phases = Phases()
+    token = train._PHASES.set(phases)
+    try:
+        with train._phase(TrainConfig(progress=True), "online"):
+            time.sleep(0.3)
+        with train._phase(TrainConfig(progress=False), "quiet"):
+            time.sleep(0.2)
+    finally:
+        train._PHASES.reset(token)
+    err = capsys.readouterr().err
+    assert err.count("… online:") >= 3 and "quiet" not in err
+    assert phases.seconds["online"] >= 0.3 and phases.seconds["quiet"] >= 0.2
 
 
 def test_labels_are_as_of_lookups_and_shuffled_future_changes_no_feature(planted_store: LakeStore) -> None:
