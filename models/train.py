@@ -265,7 +265,7 @@ def gate_family() -> tuple[str, ...]:
 
 
 def run_online(df_all: pd.DataFrame, test_ts: np.ndarray, symbol: str, cfg: TrainConfig) -> tuple[dict[int, float], Any]:
-    """Progressive (prequential) River scoring over all rows in time order."""
+    """Progressive (prequential) scoring of the online model over all rows in time order, in blocks."""
     from tickcast.features import FEATURE_NAMES
     from tickcast.learner import OnlineLearner
 
