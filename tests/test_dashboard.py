@@ -196,7 +196,7 @@ def test_series_equal_what_the_store_and_the_batch_say(app: Any, world: dict[str
         want = sql(world, "SELECT toUnixTimestamp64Milli(ts), mae_recent FROM model_metrics "
                           "WHERE symbol = 'BTC/USD' AND model_name = {m:String} AND isFinite(mae_recent) "
                           "ORDER BY ts", m=name)
-        assert len(want) > 20 and s[key] == want, key
+        assert len(want) >= 5 and s[key] == want, key  # a row per model every 12 labels
 
     # which model /predict?model=auto served (the scoreboard's auto rows): 0 persistence, 1 online, 2 production
     codes = {"persistence": 0, "online": 1, "production": 2}
