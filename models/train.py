@@ -69,7 +69,7 @@ from models.gate import DEFAULT_MIN_SKILL, Candidate, GateConfig, decide, folds_
 from models.predictor import Predictor
 from models.registry import batch_model_name, production_alias
 from tickcast.groups import REGISTRY, extra_groups, group
-from tickcast.schema import FeatureRow, json_safe, us_to_iso
+from tickcast.schema import json_safe, us_to_iso
 
 MIN_ROWS = 300
 
@@ -278,10 +278,8 @@ def run_online(df_all: pd.DataFrame, test_ts: np.ndarray, symbol: str, cfg: Trai
     vals = df_all[names].to_numpy(dtype=float)
     step = 4096  # rows per call: the learner's outputs do not depend on it
     for lo in range(0, len(df_all), step):
-        rows = [FeatureRow(symbol, int(t), float(c), dict(zip(names, v, strict=True)))
-                for t, c, v in zip(ts_arr[lo:lo + step].tolist(), close[lo:lo + step].tolist(),
-                                   vals[lo:lo + step].tolist(), strict=True)]
-        for p in learner.on_rows(rows).predictions:
+        out = learner.on_arrays(ts_arr[lo:lo + step].tolist(), close[lo:lo + step].tolist(), vals[lo:lo + step], names)
+        for p in out.predictions:
             if p.ts_us in wanted:
                 preds[p.ts_us] = p.predicted_price
     return preds, learner

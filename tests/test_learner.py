@@ -269,6 +269,24 @@ def test_recovery_state_of_the_previous_version_loads_and_keeps_learning() -> No
     row = outs[0].features[0]
     x = model_inputs(row.close, row.values, partial=True)
     converted = pickle.loads(raw).learner
-    converted._start(row)
+    converted._start(tuple(row.values))
     assert x and river_model.predict_one(x) != 0.0
     assert abs(converted.model.predict_one(x) - river_model.predict_one(x)) < 1e-9 * abs(river_model.predict_one(x))
+
+
+def test_rows_given_as_columns_give_the_same_outputs() -> None:
+    """Training's progressive pass hands the learner columns (OnlineLearner.on_arrays), the
+    flow hands it feature rows (on_rows): same predictions, metrics and state."""
+    trades = MarketSimulator(["BTC/USD"], seed=8, params=SimParams(rate=3)).next_trades(20_000)
+    feats = run_batch(trades, 5, 0.0, online_model="off").features
+    names = tuple(feats[0].values)
+    a, b = OnlineLearner("BTC/USD", H, snapshot_every=0), OnlineLearner("BTC/USD", H, snapshot_every=0)
+    ra = [a.on_rows(feats[i:i + 300]) for i in range(0, len(feats), 300)]
+    vals = np.array([[f.values[n] for n in names] for f in feats])
+    rb = [b.on_arrays([f.ts_us for f in feats[i:i + 500]], [f.close for f in feats[i:i + 500]], vals[i:i + 500],
+                      names) for i in range(0, len(feats), 500)]
+    pa = [p for o in ra for p in o.online]
+    pb = [p for o in rb for p in o.online]
+    assert len(pa) == len(feats) > 1000 and repr(pa) == repr(pb)
+    assert repr([m for o in ra for m in o.metrics]) == repr([m for o in rb for m in o.metrics])
+    assert repr(_canonical(a.model)) == repr(_canonical(b.model))

@@ -357,9 +357,9 @@ class OnlineLearner:
         """Lineage of this online model (the registry adds a version per snapshot)."""
         return f"{self.model_name}-online"
 
-    def _start(self, row: FeatureRow) -> None:
+    def _start(self, raw_names: tuple[str, ...]) -> None:
         if not self.raw_names:
-            self.raw_names = tuple(row.values)
+            self.raw_names = raw_names
         names = input_names(self.raw_names)
         if self.model is None:
             self.model = make_model(self.kind, self.seed, names)
@@ -394,9 +394,26 @@ class OnlineLearner:
                 self.closes.extend(r.close for r in rows)
                 out.online = [None] * len(rows)
                 return out
-            self._start(first)
+            self._start(tuple(first.values))
+        return self._block_rows([r.ts_us for r in rows], [r.close for r in rows], self._inputs(rows))
+
+    def on_arrays(self, ts_us: Sequence[int], close: Sequence[float], values: np.ndarray,
+                  names: Sequence[str]) -> LearnOutput:
+        """:meth:`on_rows` of rows given as columns (training's progressive pass): event times,
+        closes, and the rows x ``names`` array of feature values. Same outputs as the rows."""
+        names = tuple(names)
+        if self._block is None:
+            self._start(names)
+        if names != self.raw_names:
+            pos = {n: j for j, n in enumerate(names)}
+            values = np.column_stack([values[:, pos[n]] if n in pos else np.full(len(values), np.nan)
+                                      for n in self.raw_names])
+        X: np.ndarray = input_block(self.raw_names, close, values)
+        return self._block_rows(list(ts_us), list(close), X)
+
+    def _block_rows(self, ts_list: list[int], close_list: list[float], X: np.ndarray) -> LearnOutput:
+        out = LearnOutput()
         block = self._block
-        X = self._inputs(rows)
         ok = np.isfinite(X)
         n_ok = ok.sum(axis=1).tolist()
         width = X.shape[1]
@@ -409,8 +426,7 @@ class OnlineLearner:
         limits: list[float] = []
         entries: list[Pending | None] = []
         counts: list[tuple[int, int]] = []  # (skipped_nonfinite, skipped_values) after each row: snapshot metas
-        for i, row in enumerate(rows):
-            ts, close = row.ts_us, row.close
+        for i, (ts, close) in enumerate(zip(ts_list, close_list, strict=True)):
             m = pending.pop(ts - h, None)
             if pending:
                 cutoff = ts - h  # keys are in event-time order: stale ones are the first ones
@@ -451,7 +467,7 @@ class OnlineLearner:
             counts.append((self.skipped_nonfinite, self.skipped_values))
         # 2. segments between mini-batches: predict each with one call, then score row by row
         starts = sorted({0, *learn_at})
-        ends = [*starts[1:], len(rows)]
+        ends = [*starts[1:], len(ts_list)]
         stats = self.stats
         model_stats, pers, mean10 = stats[self.model_name], stats["persistence"], stats["mean_last_10"]
         sym, hz, kind, mname, version = (self.symbol, self.horizon_seconds, f"online:{self.kind}",
@@ -465,7 +481,7 @@ class OnlineLearner:
                     self.refused += len(yb)
             if a == b:
                 continue
-            closes_seg = np.array([r.close for r in rows[a:b]], dtype=np.float64)
+            closes_seg = np.array(close_list[a:b], dtype=np.float64)
             with np.errstate(invalid="ignore", over="ignore"):
                 y_hat = block.predict_block(X[a:b])
                 lim = np.array(limits[a:b], dtype=np.float64)
@@ -473,7 +489,7 @@ class OnlineLearner:
                 price = closes_seg * np.exp(y_hat / 1e4)
             y_list, p_list = y_hat.tolist(), price.tolist()
             for j in range(a, b):
-                row = rows[j]
+                ts = ts_list[j]
                 item = matured[j]
                 if item is not None:
                     m, y, label, seen = item
@@ -481,13 +497,13 @@ class OnlineLearner:
                         model_stats.add(m.predicted_price, label, m.price)
                         pers.add(m.price, label, m.price)
                         mean10.add(m.mean10, label, m.price)
-                        self.last_label_ts_us = row.ts_us
+                        self.last_label_ts_us = ts
                         if model_stats.n % METRICS_EVERY == 0:
                             for name, st in stats.items():
-                                out.metrics.append(st.metrics_row(sym, row.ts_us, name, hz))
-                        self._drift(abs(y - m.predicted_bps), row.ts_us, seen, out)
+                                out.metrics.append(st.metrics_row(sym, ts, name, hz))
+                        self._drift(abs(y - m.predicted_bps), ts, seen, out)
                     if self.snapshot_every and seen % self.snapshot_every == 0:
-                        out.snapshots.append(self._snapshot(row.ts_us, seen, counts[j]))
+                        out.snapshots.append(self._snapshot(ts, seen, counts[j]))
                 e = entries[j]
                 yh, pr = y_list[j - a], p_list[j - a]
                 if e is None or not (math.isfinite(yh) and math.isfinite(pr)):
@@ -496,9 +512,9 @@ class OnlineLearner:
                     out.online.append(None)
                     continue
                 e.predicted_bps, e.predicted_price = yh, pr
-                out.online.append(Prediction(sym, row.ts_us, version, hz, pr, kind, mname, row.close, yh / 1e4,
+                out.online.append(Prediction(sym, ts, version, hz, pr, kind, mname, close_list[j], yh / 1e4,
                                              self.learned))
-        self.last_ts_us = rows[-1].ts_us
+        self.last_ts_us = ts_list[-1]
         return out
 
     def final_metrics(self) -> list[ModelMetrics]:
