@@ -110,7 +110,7 @@ def make_model(kind: str, seed: int = 42, names: Sequence[str] = ()) -> Any:
 def _adwin_class() -> Any:
     """River's ``ADWIN`` class, imported without ``river.drift``'s package ``__init__``: that
     one imports ``river.datasets`` -> ``river.stream`` -> scikit-learn, pandas and scipy
-    (~1.4 CPU-s and ~60 MB in a flow process that needs none of them). ``river.drift.adwin``
+    (~1.4 CPU-s and ~170 MB of memory in a flow process that needs none of them). ``river.drift.adwin``
     itself needs only ``river.base`` and its compiled core, so it is loaded under a bare
     placeholder package that is removed again at once: a later ``from river import drift``
     imports the real package, which reuses the same ``adwin`` module (same class; tested).
@@ -182,9 +182,8 @@ def _from_river_linear(model: Any, names: tuple[str, ...]) -> Any:
 
 
 class _PerRow:
-    """Block interface over a River regressor that learns and predicts one dict at a time."""
-
-    learn_every = 1
+    """Block interface over a River regressor that learns and predicts one dict at a time
+    (so it learns every label: mini-batches of 1)."""
 
     def __init__(self, model: Any, names: tuple[str, ...]) -> None:
         self.model, self.names = model, names
@@ -200,9 +199,8 @@ class _PerRow:
             self.model.learn_one(self._x(r), yi)
 
 
-def _block_model(model: Any, names: tuple[str, ...], learn_every: int) -> Any:
+def _block_model(model: Any, names: tuple[str, ...]) -> Any:
     if hasattr(model, "learn_batch") and hasattr(model, "predict_block"):
-        model.learn_every = learn_every
         return model
     return _PerRow(model, names)
 
@@ -366,7 +364,7 @@ class OnlineLearner:
         elif self.kind == "linear" and not isinstance(self.model, BayesLinear):
             self.model = _from_river_linear(self.model, names)  # recovery state of an earlier version
             self.learn_every = LEARN_EVERY
-        self._block = _block_model(self.model, names, getattr(self, "learn_every", LEARN_EVERY))
+        self._block = _block_model(self.model, names)
 
     def _inputs(self, rows: Sequence[FeatureRow]) -> np.ndarray:
         names = self.raw_names
@@ -419,7 +417,7 @@ class OnlineLearner:
         width = X.shape[1]
         h = self.horizon_us
         pending, closes = self.pending, self.closes
-        every = block.learn_every
+        every = 1 if isinstance(block, _PerRow) else self.learn_every
         # 1. schedule (scalar, in row order): maturities, mini-batches, clip limits, pending entries
         matured: list[tuple[Pending, float, float, int] | None] = []  # (entry, label bps, label price, n)
         learn_at: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # row -> mini-batch learned before its prediction
